@@ -1,0 +1,162 @@
+"""Recurrent cores: ``core(x[T, B, I], state, episode_start[T, B]) -> (y[T, B, H], state)``.
+
+``LSTM`` and ``GRU`` are written here (not wrappers over ``torch.nn.LSTM``/``GRU``) so that the
+episode-start reset happens inside the sequence. Their parameters are named and laid out as
+torch's (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ...), so
+``core.load_state_dict(torch.nn.LSTM(...).state_dict())`` works.
+
+State: LSTM ``(h, c)``, GRU ``h``; each tensor ``[num_layers, B, H]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from recurrl.nn import reference
+
+LSTMState = tuple[Tensor, Tensor]
+
+
+def _check_inputs(x: Tensor, episode_start: Tensor | None, input_size: int, name: str) -> None:
+    if x.dim() != 3 or x.shape[-1] != input_size:
+        raise ValueError(f"{name} expects x of shape [T, B, {input_size}], got {list(x.shape)}")
+    if episode_start is not None and tuple(episode_start.shape) != tuple(x.shape[:2]):
+        raise ValueError(
+            f"{name}: episode_start must be [T, B] = {list(x.shape[:2])}, "
+            f"got {list(episode_start.shape)}"
+        )
+
+
+def _keep_mask(x: Tensor, episode_start: Tensor | None) -> Tensor:
+    """``[T, B, 1]`` multiplier: 0 where the state resets before step t."""
+    if episode_start is None:
+        return torch.ones(x.shape[0], x.shape[1], 1, dtype=x.dtype, device=x.device)
+    return (1.0 - episode_start.to(x.dtype)).unsqueeze(-1)
+
+
+class _RecurrentBase(nn.Module):
+    gate_multiplier: int = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+        super().__init__()
+        if input_size < 1 or hidden_size < 1 or num_layers < 1:
+            raise ValueError(
+                f"{type(self).__name__}: input_size, hidden_size and num_layers must be >= 1, got "
+                f"{input_size}, {hidden_size}, {num_layers}"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        gates = self.gate_multiplier * hidden_size
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size
+            self.register_parameter(
+                f"weight_ih_l{layer}", nn.Parameter(torch.empty(gates, layer_input))
+            )
+            self.register_parameter(
+                f"weight_hh_l{layer}", nn.Parameter(torch.empty(gates, hidden_size))
+            )
+            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(gates)))
+            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(gates)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTM``/``GRU``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (
+            getattr(self, f"weight_ih_l{layer}"),
+            getattr(self, f"weight_hh_l{layer}"),
+            getattr(self, f"bias_ih_l{layer}"),
+            getattr(self, f"bias_hh_l{layer}"),
+        )
+
+    def _zeros(self, batch_size: int, device=None, dtype=None) -> Tensor:
+        weight = self.weight_hh_l0
+        return torch.zeros(
+            self.num_layers,
+            batch_size,
+            self.hidden_size,
+            device=device or weight.device,
+            dtype=dtype or weight.dtype,
+        )
+
+    def _check_state(self, state: Tensor, batch_size: int) -> None:
+        expected = (self.num_layers, batch_size, self.hidden_size)
+        if tuple(state.shape) != expected:
+            raise ValueError(
+                f"{type(self).__name__}: state must be [num_layers, B, H] = {list(expected)}, "
+                f"got {list(state.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+
+
+class LSTM(_RecurrentBase):
+    """Reset-aware multi-layer LSTM with ``torch.nn.LSTM``'s parameter layout.
+
+    Args:
+        input_size: features of ``x``.
+        hidden_size: features of ``h`` and ``c``.
+        num_layers: stacked layers; every layer resets at the same steps.
+    """
+
+    gate_multiplier = 4
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> LSTMState:
+        """Zero state ``(h, c)``, each ``[num_layers, B, H]``."""
+        return (self._zeros(batch_size, device, dtype), self._zeros(batch_size, device, dtype))
+
+    def forward(
+        self, x: Tensor, state: LSTMState | None = None, episode_start: Tensor | None = None
+    ) -> tuple[Tensor, LSTMState]:
+        """Run ``x[T, B, I]`` from ``state``; returns ``(y[T, B, H], (h, c))``."""
+        _check_inputs(x, episode_start, self.input_size, "LSTM")
+        if state is None:
+            state = self.initial_state(x.shape[1], x.device, x.dtype)
+        h0, c0 = state
+        self._check_state(h0, x.shape[1])
+        self._check_state(c0, x.shape[1])
+        keep = _keep_mask(x, episode_start)
+        hs, cs = [], []
+        y = x
+        for layer in range(self.num_layers):
+            y, h, c = reference.lstm_layer_reference(
+                y, h0[layer], c0[layer], keep, *self.layer_weights(layer)
+            )
+            hs.append(h)
+            cs.append(c)
+        return y, (torch.stack(hs), torch.stack(cs))
+
+
+class GRU(_RecurrentBase):
+    """Reset-aware multi-layer GRU with ``torch.nn.GRU``'s parameter layout."""
+
+    gate_multiplier = 3
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> Tensor:
+        """Zero state ``h`` ``[num_layers, B, H]``."""
+        return self._zeros(batch_size, device, dtype)
+
+    def forward(
+        self, x: Tensor, state: Tensor | None = None, episode_start: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Run ``x[T, B, I]`` from ``state``; returns ``(y[T, B, H], h)``."""
+        _check_inputs(x, episode_start, self.input_size, "GRU")
+        if state is None:
+            state = self.initial_state(x.shape[1], x.device, x.dtype)
+        self._check_state(state, x.shape[1])
+        keep = _keep_mask(x, episode_start)
+        hs = []
+        y = x
+        for layer in range(self.num_layers):
+            y, h = reference.gru_layer_reference(y, state[layer], keep, *self.layer_weights(layer))
+            hs.append(h)
+        return y, torch.stack(hs)
