@@ -1,0 +1,119 @@
+"""Checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``.
+
+A checkpoint holds only tensors and plain data: the policy and optimizer state dicts, the
+resolved config, the spaces (as dicts, see ``recurrl.spaces``) and the global step. Nothing is
+unpickled beyond that, so a file carrying pickled code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import recurrl
+from recurrl.config import ConfigError, config_from_dict
+from recurrl.policy import ActorCritic
+from recurrl.spaces import space_from_dict, space_to_dict
+
+FORMAT = "recurrl-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def save_checkpoint(
+    path: str | Path,
+    policy: ActorCritic,
+    config_dict: dict[str, Any],
+    global_step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename over ``path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "recurrl_version": recurrl.__version__,
+        "config": config_dict,
+        "observation_space": space_to_dict(policy.observation_space),
+        "action_space": space_to_dict(policy.action_space),
+        "policy": policy.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "global_step": int(global_step),
+        **(extra or {}),
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)  # atomic on POSIX: the old file survives a failed write
+    return path
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run dir (its ``final.pt``, else ``latest.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("final.pt", "latest.pt"):
+            candidate = path / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{path}: no checkpoints/final.pt or checkpoints/latest.pt in it")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely; corrupted, foreign or code-carrying files raise CheckpointError."""
+    path = resolve_checkpoint_path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain data ({error})"
+        ) from None
+    except Exception as error:  # truncated / not a torch file
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a recurrl checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {payload.get('format_version')} is not "
+            f"supported by recurrl {recurrl.__version__} (expects {FORMAT_VERSION})"
+        )
+    return payload
+
+
+def policy_from_checkpoint(payload: dict[str, Any], device: str | torch.device = "cpu"):
+    """Rebuild the policy (and its config) from a loaded checkpoint payload."""
+    try:
+        config = config_from_dict(payload["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint config is invalid: {error}") from None
+    policy = ActorCritic(
+        space_from_dict(payload["observation_space"]),
+        space_from_dict(payload["action_space"]),
+        config.policy,
+    )
+    policy.load_state_dict(payload["policy"])
+    return policy.to(device).eval(), config
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> ActorCritic:
+    """A ready policy from a checkpoint file or run directory.
+
+    Example::
+
+        policy = recurrl.load_policy("runs/cartpole/checkpoints/final.pt")
+        obs, _ = env.reset()
+        action, state = policy.act(obs, None, episode_start=True)
+    """
+    policy, _ = policy_from_checkpoint(load_checkpoint(path), device)
+    return policy

@@ -1,0 +1,133 @@
+"""``recurrl`` command line: train, eval, keys, envs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from recurrl.config import ConfigError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from recurrl.config import load_config
+    from recurrl.train import train
+
+    overrides = list(args.overrides) + list(args.extra)
+    config = load_config(args.config, overrides)
+    result = train(config, quiet=args.quiet)
+    print(_summary(result), flush=True)
+    return 0
+
+
+def _summary(result) -> str:
+    import numpy as np
+
+    returns = [m["episodic_return"] for m in result.history if m["episodic_return"] == m["episodic_return"]]
+    tenth = max(1, len(returns) // 10)
+    first = float(np.mean(returns[:tenth])) if returns else float("nan")
+    last = float(np.mean(returns[-tenth:])) if returns else float("nan")
+    seconds = result.history[-1]["time_s"] if result.history else 0.0
+    return (
+        f"done: {result.global_step:,} steps in {seconds:.0f}s; episodic return "
+        f"{first:.1f} (first 10% of updates) -> {last:.1f} (last 10%)\n"
+        f"run folder: {result.run_dir}"
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from recurrl.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
+    from recurrl.evaluate import evaluate
+
+    path = resolve_checkpoint_path(args.checkpoint)
+    policy, config = policy_from_checkpoint(load_checkpoint(path))
+    returns = evaluate(policy, config.env, args.episodes, args.deterministic, seed=args.seed)
+    mean, std = float(np.mean(returns)), float(np.std(returns))
+    print(f"return {mean:.1f} ± {std:.1f} over {len(returns)} episodes")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = Path(args.out) if args.out else run_dir / "eval.json"
+    out.write_text(
+        json.dumps(
+            {
+                "checkpoint": str(path),
+                "env_id": config.env.id,
+                "episodes": len(returns),
+                "deterministic": args.deterministic,
+                "mean": mean,
+                "std": std,
+                "returns": returns,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from recurrl.config import field_docs
+
+    for key, type_name, default, doc in field_docs():
+        print(f"{key:<28} {type_name:<16} {default!r:<30} {doc}")
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    import envs
+
+    print(f"{'id':<36} {'memory':<34} {'optimal':>8}  memoryless")
+    for env_id, facts in envs.ENVIRONMENTS.items():
+        print(
+            f"{env_id:<36} {str(facts.get('memory', '')):<34} "
+            f"{str(facts.get('optimal_return', '')):>8}  {facts.get('memoryless_return', '')}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recurrl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train from a YAML experiment")
+    train.add_argument("config", nargs="?", help="experiment YAML (omit for all defaults)")
+    train.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    train.add_argument("--quiet", action="store_true", help="no per-update lines")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint or run folder")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--episodes", type=int, default=20)
+    evaluate.add_argument("--deterministic", action="store_true")
+    evaluate.add_argument("--seed", type=int, default=12345)
+    evaluate.add_argument("--out", help="where to write eval.json (default: the run folder)")
+    evaluate.set_defaults(func=_eval)
+
+    keys = commands.add_parser("keys", help="list every config key with its default")
+    keys.set_defaults(func=_keys)
+    envs = commands.add_parser("envs", help="list the registered recurrl environments")
+    envs.set_defaults(func=_envs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = [e for e in extra]  # `wandb agent` passes --key=value
+    from recurrl.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError) as error:
+        print(f"recurrl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recurrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Typed experiment configuration, validated in one place.
+
+An experiment is a YAML file whose keys mirror the dataclasses below (``env.id``,
+``ppo.bptt_len``, ...). Each field has a docstring (the string literal under it), shown by
+``recurrl keys``. :func:`load_config` reads the YAML safely, applies ``dotted.key=value``
+overrides, converts and checks every value, and raises :class:`ConfigError` naming the dotted
+key on the first problem.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad experiment configuration; the message names the dotted key or the file."""
+
+
+@dataclass
+class EnvConfig:
+    id: str = "recurrl/CartPoleNoVelocity-v0"
+    """Gymnasium id; ``module:Id`` imports ``module`` first (third-party registrations)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments passed to the env constructor (e.g. a difficulty knob)."""
+    num_envs: int = 8
+    """Number of envs stepped together."""
+    vectorization: str = "auto"
+    """``auto`` (native vector env when the id has one, else sync), ``native``, ``sync``, ``async``."""
+
+
+@dataclass
+class PolicyConfig:
+    core: str = "lstm"
+    """Recurrent core: ``lstm``, ``gru``, or ``none`` (memoryless baseline, same encoder/heads)."""
+    hidden_size: int = 64
+    """Features of the recurrent state."""
+    num_layers: int = 1
+    """Stacked recurrent layers."""
+    encoder_sizes: list[int] = field(default_factory=lambda: [64])
+    """Hidden layer sizes of the observation MLP encoder (``[]`` feeds observations directly)."""
+    shared_core: bool = False
+    """One core for actor and critic (True) or one each (False)."""
+    activation: str = "tanh"
+    """Encoder activation: ``tanh`` or ``relu``."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian head (Box actions)."""
+
+
+@dataclass
+class PPOConfig:
+    total_steps: int = 100_000
+    """Environment steps to train for (summed over envs)."""
+    rollout_len: int = 128
+    """Steps collected per env between updates (``T``)."""
+    bptt_len: int = 16
+    """Truncated-BPTT chunk length ``L``; must divide ``rollout_len``."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; each is a set of (env, chunk) sequences."""
+    update_epochs: int = 4
+    """Passes over the rollout per update."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    anneal_lr: bool = True
+    """Linearly anneal the learning rate to 0 over ``total_steps``."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_coef: float = 0.2
+    """PPO ratio clipping."""
+    clip_vloss: bool = False
+    """Clip the value loss around the rollout-time value (same ``clip_coef``)."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop the update's epochs early once the approximate KL exceeds this (None: never)."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    refresh_states: bool = False
+    """Recompute every chunk-start state with the current parameters before each epoch."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+
+
+@dataclass
+class RunConfig:
+    dir: str | None = None
+    """Run folder; default ``runs/<name>-<timestamp>``."""
+    checkpoint_every: int = 50_000
+    """Write ``checkpoints/latest.pt`` every this many env steps (and at the end)."""
+    torch_threads: int = 0
+    """``torch.set_num_threads`` for the run (0: leave torch's default)."""
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"
+    """``disabled``, ``offline`` (files under the run dir) or ``online``."""
+    project: str = "recurrl"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team); None: the account default."""
+    group: str | None = None
+    """W&B group (e.g. to group seeds)."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+
+
+@dataclass
+class TrackingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases settings."""
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    """Experiment name (run folder prefix, W&B run name)."""
+    seed: int = 1
+    """Seed for torch, numpy and the envs."""
+    device: str = "auto"
+    """``auto`` (cuda when available), ``cpu`` or ``cuda`` (or ``cuda:N``)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Environment."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Policy architecture."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO and truncated-BPTT settings."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Run folder and checkpoints."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Experiment tracking."""
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per update: ``num_envs * rollout_len``."""
+        return self.env.num_envs * self.ppo.rollout_len
+
+    @property
+    def num_chunks(self) -> int:
+        """TBPTT sequences per update: ``num_envs * rollout_len / bptt_len``."""
+        return self.env.num_envs * (self.ppo.rollout_len // self.ppo.bptt_len)
+
+
+# --- conversion -----------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one YAML value against a type hint; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return _from_dict(tp, value, key + ".")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e6 in YAML
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            guess = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{guess[0]}?)" if guess else ""
+            raise ConfigError(f"unknown key {prefix}{key}{hint}")
+    values = {name: _convert(data[name], hints[name], prefix + name) for name in data}
+    return cls(**values)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"ppo.learning_rate=1e-3"`` (or ``--ppo.learning_rate=1e-3``) -> (key, YAML value)."""
+    body = text[2:] if text.startswith("--") else text
+    if "=" not in body:
+        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    key, raw = body.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {error}") from None
+    return key.strip(), value
+
+
+# --- validation -----------------------------------------------------------------------------
+
+_CHOICES = {
+    "env.vectorization": ("auto", "native", "sync", "async"),
+    "policy.core": ("lstm", "gru", "none"),
+    "policy.activation": ("tanh", "relu"),
+    "tracking.wandb.mode": ("disabled", "offline", "online"),
+}
+
+_POSITIVE = (
+    "env.num_envs",
+    "policy.hidden_size",
+    "policy.num_layers",
+    "ppo.total_steps",
+    "ppo.rollout_len",
+    "ppo.bptt_len",
+    "ppo.num_minibatches",
+    "ppo.update_epochs",
+    "ppo.learning_rate",
+    "ppo.adam_eps",
+    "run.checkpoint_every",
+)
+
+
+def _get(config: Config, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(config: Config) -> None:
+    """Check values and combinations; raise ConfigError naming the key."""
+    for key, choices in _CHOICES.items():
+        if _get(config, key) not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {_get(config, key)!r}")
+    for key in _POSITIVE:
+        if _get(config, key) <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {_get(config, key)!r}")
+    ppo = config.ppo
+    for key in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(ppo, key) <= 1.0:
+            raise ConfigError(f"ppo.{key}: must be in [0, 1], got {getattr(ppo, key)!r}")
+    for key in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm"):
+        if getattr(ppo, key) < 0:
+            raise ConfigError(f"ppo.{key}: must be >= 0, got {getattr(ppo, key)!r}")
+    if ppo.target_kl is not None and ppo.target_kl <= 0:
+        raise ConfigError(f"ppo.target_kl: must be > 0 or null, got {ppo.target_kl!r}")
+    if ppo.rollout_len % ppo.bptt_len != 0:
+        raise ConfigError(
+            f"ppo.bptt_len={ppo.bptt_len} must divide ppo.rollout_len={ppo.rollout_len}"
+        )
+    if config.num_chunks < ppo.num_minibatches:
+        raise ConfigError(
+            f"ppo.num_minibatches={ppo.num_minibatches} exceeds the {config.num_chunks} "
+            f"sequences per update (env.num_envs * ppo.rollout_len / ppo.bptt_len)"
+        )
+    if config.run.torch_threads < 0:
+        raise ConfigError(f"run.torch_threads: must be >= 0, got {config.run.torch_threads}")
+    device = config.device
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if not config.env.id:
+        raise ConfigError("env.id: must not be empty")
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from a (possibly partial) nested dict."""
+    config = _from_dict(Config, data or {})
+    validate(config)
+    return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely; errors name the file (and line for syntax errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read ``path`` (or defaults if None), apply ``dotted.key=value`` overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    return config_from_dict(data)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data (every default filled in)."""
+    return dataclasses.asdict(config)
+
+
+def field_docs(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type, default, docstring)`` for every leaf field, from the source."""
+    docs = _attribute_docstrings(cls)
+    hints = typing.get_type_hints(cls)
+    rows = []
+    default = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(field_docs(tp, prefix + f.name + "."))
+        else:
+            value = getattr(default, f.name)
+            rows.append((prefix + f.name, _type_name(tp), value, docs.get(f.name, "")))
+    return rows
+
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = following.value.value
+    return docs

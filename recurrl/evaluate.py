@@ -1,0 +1,59 @@
+"""Evaluation: full episodes with the recurrent state carried and reset at episode start."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recurrl.config import EnvConfig
+from recurrl.make_env import make_vector_env
+from recurrl.policy import ActorCritic
+
+
+@torch.inference_mode()
+def evaluate(
+    policy: ActorCritic,
+    env_config: EnvConfig,
+    episodes: int = 10,
+    deterministic: bool = False,
+    seed: int = 0,
+    num_envs: int | None = None,
+) -> list[float]:
+    """Returns of ``episodes`` full episodes.
+
+    Each env copy runs a fixed share of the episodes (counting only the first completions would
+    favour short episodes). The state resets exactly where ``episode_start`` says, as in training.
+    """
+    num_envs = min(episodes, num_envs or 16)
+    quota = np.full(num_envs, episodes // num_envs)
+    quota[: episodes % num_envs] += 1
+    envs = make_vector_env(env_config, num_envs)
+    next_step = envs.metadata.get("autoreset_mode") in (None, "NextStep") or getattr(
+        envs.metadata.get("autoreset_mode"), "value", None
+    ) == "NextStep"
+    device = next(policy.parameters()).device
+    obs, _ = envs.reset(seed=seed)
+    state = policy.initial_state(num_envs)
+    episode_start = np.ones(num_envs, dtype=bool)
+    skip = np.zeros(num_envs, dtype=bool)  # NEXT_STEP: the coming step only resets
+    running = np.zeros(num_envs)
+    returns: list[list[float]] = [[] for _ in range(num_envs)]
+    try:
+        while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
+            starts = torch.as_tensor(episode_start, dtype=torch.float32, device=device)
+            out = policy.step(torch.as_tensor(obs, device=device), state, starts, deterministic)
+            state = out.state
+            obs, reward, terminated, truncated, _ = envs.step(
+                policy.head.to_env(out.action.cpu().numpy())
+            )
+            running += np.where(skip, 0.0, reward)
+            done = (terminated | truncated) & ~skip
+            for i in np.flatnonzero(done):
+                if len(returns[i]) < quota[i]:
+                    returns[i].append(float(running[i]))
+                running[i] = 0.0
+            episode_start = skip.copy() if next_step else done
+            skip = done if next_step else skip
+    finally:
+        envs.close()
+    return [value for per_env in returns for value in per_env]

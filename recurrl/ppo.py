@@ -1,0 +1,206 @@
+"""PPO with truncated BPTT over rollout chunks.
+
+The rollout ``[T, B]`` is cut into ``K = T / L`` chunks per env; each chunk ``(k, b)`` is one
+training sequence ``[L]`` that replays from the state saved before step ``kL`` (gradients stop
+at chunk starts), resetting inside by ``episode_start``. A minibatch is a set of such sequences.
+With ``L = T`` and one minibatch this is full BPTT over the rollout.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recurrl.config import PPOConfig
+from recurrl.policy import ActorCritic
+from recurrl.policy.cores import State
+from recurrl.rollout import Rollout
+
+
+class Sequences(NamedTuple):
+    """Training sequences ``[L, S, ...]`` (S = K * B chunks) and their start states."""
+
+    obs: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+    episode_start: Tensor
+    valid: Tensor
+    start_states: State  # each [num_layers, S, H]
+
+    def select(self, index: Tensor) -> Sequences:
+        """The sequences at ``index`` (into S)."""
+        fields = [x.index_select(1, index) for x in self[:-1]]
+        return Sequences(*fields, tuple(s.index_select(1, index) for s in self.start_states))
+
+
+def to_chunks(x: Tensor, bptt_len: int) -> Tensor:
+    """``[T, B, ...] -> [L, K * B, ...]``; sequence ``s = k * B + b`` is env b's chunk k."""
+    T, B = x.shape[:2]
+    K = T // bptt_len
+    chunks = x.reshape(K, bptt_len, B, *x.shape[2:])  # (K, L, B, ...)
+    return chunks.transpose(0, 1).reshape(bptt_len, K * B, *x.shape[2:])  # (L, K*B, ...)
+
+
+def chunk_states_to_batch(states: State) -> State:
+    """``[K, num_layers, B, H] -> [num_layers, K * B, H]`` (same ``s = k * B + b`` order)."""
+    out = []
+    for s in states:
+        K, layers, B, H = s.shape
+        out.append(s.transpose(0, 1).reshape(layers, K * B, H))  # (layers, K*B, H)
+    return tuple(out)
+
+
+def make_sequences(rollout: Rollout, advantages: Tensor, returns: Tensor, bptt_len: int):
+    """Cut a rollout into TBPTT training sequences."""
+    parts = (
+        rollout.obs,
+        rollout.actions,
+        rollout.log_probs,
+        rollout.values,
+        advantages,
+        returns,
+        rollout.episode_start,
+        rollout.valid,
+    )
+    return Sequences(
+        *(to_chunks(x, bptt_len) for x in parts), chunk_states_to_batch(rollout.chunk_states)
+    )
+
+
+@torch.no_grad()
+def refresh_start_states(policy: ActorCritic, rollout: Rollout, bptt_len: int) -> State:
+    """Recompute every chunk-start state with the current parameters.
+
+    Replays the whole rollout from its first saved state (the state the rollout began with),
+    so states reflect the latest parameters instead of the ones used while acting.
+    """
+    state = tuple(s[0] for s in rollout.chunk_states)
+    saved = []
+    for start in range(0, rollout.obs.shape[0], bptt_len):
+        saved.append(state)
+        stop = start + bptt_len
+        _, _, state = policy(rollout.obs[start:stop], state, rollout.episode_start[start:stop])
+    stacked = tuple(torch.stack(parts) for parts in zip(*saved, strict=True))
+    return chunk_states_to_batch(stacked)
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class LossTerms(NamedTuple):
+    """Named PPO terms; the caller sums ``policy_loss + vf_coef * value_loss - ent_coef * entropy``."""
+
+    policy_loss: Tensor
+    value_loss: Tensor
+    entropy: Tensor
+    approx_kl: Tensor
+    clipfrac: Tensor
+
+
+def ppo_loss(
+    new_log_prob: Tensor,
+    entropy: Tensor,
+    new_value: Tensor,
+    batch: Sequences,
+    clip_coef: float,
+    clip_vloss: bool,
+    norm_adv: bool,
+) -> LossTerms:
+    """Clipped PPO objective over valid steps of ``[L, S]`` sequences."""
+    mask = batch.valid
+    advantages = batch.advantages
+    if norm_adv:
+        mean = _masked_mean(advantages, mask)
+        std = _masked_mean((advantages - mean) ** 2, mask).sqrt()
+        advantages = (advantages - mean) / (std + 1e-8)
+    log_ratio = new_log_prob - batch.log_probs
+    ratio = log_ratio.exp()
+    surrogate = torch.max(
+        -advantages * ratio, -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
+    )
+    value_error = (new_value - batch.returns) ** 2
+    if clip_vloss:
+        clipped = batch.values + (new_value - batch.values).clamp(-clip_coef, clip_coef)
+        value_error = torch.max(value_error, (clipped - batch.returns) ** 2)
+    with torch.no_grad():
+        # http://joschu.net/blog/kl-approx.html
+        approx_kl = _masked_mean((ratio - 1.0) - log_ratio, mask)
+        clipfrac = _masked_mean(((ratio - 1.0).abs() > clip_coef).float(), mask)
+    return LossTerms(
+        _masked_mean(surrogate, mask),
+        0.5 * _masked_mean(value_error, mask),
+        _masked_mean(entropy, mask),
+        approx_kl,
+        clipfrac,
+    )
+
+
+def minibatch_loss(
+    policy: ActorCritic, batch: Sequences, config: PPOConfig
+) -> tuple[Tensor, LossTerms]:
+    """Replay ``batch`` from its start states and return ``(total loss, terms)``."""
+    out = policy.evaluate_actions(batch.obs, batch.actions, batch.start_states, batch.episode_start)
+    terms = ppo_loss(
+        out.log_prob,
+        out.entropy,
+        out.value,
+        batch,
+        config.clip_coef,
+        config.clip_vloss,
+        config.norm_adv,
+    )
+    loss = terms.policy_loss + config.vf_coef * terms.value_loss - config.ent_coef * terms.entropy
+    return loss, terms
+
+
+def update(
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    advantages: Tensor,
+    returns: Tensor,
+    config: PPOConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """``update_epochs`` passes of minibatch PPO over the rollout's TBPTT sequences."""
+    sequences = make_sequences(rollout, advantages, returns, config.bptt_len)
+    num_sequences = sequences.obs.shape[1]
+    device = sequences.obs.device
+    history: list[LossTerms] = []
+    for epoch in range(config.update_epochs):
+        if config.refresh_states and epoch > 0:
+            sequences = sequences._replace(
+                start_states=refresh_start_states(policy, rollout, config.bptt_len)
+            )
+        order = torch.randperm(num_sequences, generator=generator).to(device)
+        for index in order.tensor_split(config.num_minibatches):
+            loss, terms = minibatch_loss(policy, sequences.select(index), config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            history.append(LossTerms(*(term.detach() for term in terms)))
+        if config.target_kl is not None and history[-1].approx_kl.item() > config.target_kl:
+            break
+    stats = {
+        name: torch.stack([getattr(terms, name) for terms in history]).mean().item()
+        for name in LossTerms._fields
+    }
+    stats["explained_variance"] = explained_variance(rollout.values, returns, rollout.valid)
+    stats["epochs"] = epoch + 1
+    return stats
+
+
+def explained_variance(predicted: Tensor, target: Tensor, mask: Tensor) -> float:
+    """``1 - Var[target - predicted] / Var[target]`` over valid steps (nan if Var is 0)."""
+    keep = mask.bool()
+    y, p = target[keep].double().cpu().numpy(), predicted[keep].double().cpu().numpy()
+    variance = np.var(y)
+    return float("nan") if variance == 0 else float(1.0 - np.var(y - p) / variance)

@@ -1,0 +1,214 @@
+"""Rollout collection and advantage estimation.
+
+:class:`Collector` steps a Gymnasium ``VectorEnv`` with the policy for ``T`` steps, carrying the
+recurrent state across steps and rollouts, and returns a :class:`Rollout` of ``[T, B]`` tensors
+plus the (detached) state at every chunk start ``0, L, 2L, ...``.
+
+Autoreset, both Gymnasium modes:
+
+- ``SAME_STEP``: the observation returned at a done step is already the next episode's first;
+  ``info["final_obs"]`` holds the last one. A truncated step bootstraps from the value of that
+  final observation, computed with the state it was reached with. Every step trains.
+- ``NEXT_STEP``: the step after a done step only resets the env (its action is ignored, its
+  reward is 0). That step is kept in the buffer with ``valid = 0`` (never trains); the policy
+  processes the final observation with the episode's state still live, so its value is exactly
+  the truncation bootstrap; the state resets on the step after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from recurrl.policy import ActorCritic
+from recurrl.policy.cores import State
+
+
+def generalized_advantage_estimate(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
+    """GAE (Schulman et al. 2016, https://arxiv.org/abs/1506.02438) over ``[T, B]`` tensors.
+
+    Args:
+        rewards: ``r_t``.
+        values: ``V(s_t)``.
+        next_values: value of the observation that follows step t *in the same episode*
+            (for a truncated step: the final observation's value); ignored where terminated.
+        terminated: 1 where the episode ended at step t (no bootstrap).
+        truncated: 1 where the episode was cut at step t (bootstrap from ``next_values``).
+        gamma: discount; gae_lambda: GAE lambda.
+
+    Returns:
+        ``(advantages, returns)``, each ``[T, B]``; ``returns = advantages + values``.
+    """
+    terminated = terminated.to(values.dtype)
+    episode_continues = 1.0 - torch.maximum(terminated, truncated.to(values.dtype))
+    deltas = rewards + gamma * next_values * (1.0 - terminated) - values
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[0])
+    for t in reversed(range(values.shape[0])):
+        running = deltas[t] + gamma * gae_lambda * episode_continues[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+@dataclass
+class Rollout:
+    """``T`` steps of ``B`` envs; all tensors time-major ``[T, B, ...]`` on the policy's device."""
+
+    obs: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    episode_start: Tensor
+    valid: Tensor  # 0 for NEXT_STEP reset-only steps
+    next_values: Tensor
+    chunk_states: State  # each [K, num_layers, B, H]: state before steps 0, L, 2L, ...
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+
+
+def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
+    mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+    mode = getattr(mode, "value", mode)
+    if mode not in ("NextStep", "SameStep"):
+        raise ValueError(f"unsupported vector env autoreset mode {mode!r}")
+    return mode == "NextStep"
+
+
+def _final_observations(info: dict, rows: np.ndarray) -> np.ndarray:
+    """Stack ``info["final_obs"]`` for ``rows`` (an object array, or an array, per env)."""
+    final = info["final_obs"]
+    return np.stack([np.asarray(final[i]) for i in rows])
+
+
+class Collector:
+    """Collects rollouts from ``envs`` with ``policy``, keeping state between calls.
+
+    Args:
+        envs: a Gymnasium ``VectorEnv`` (either autoreset mode).
+        policy: the actor-critic (its device is used for every tensor).
+        rollout_len: ``T``; bptt_len: ``L`` (divides T).
+        seed: seed for the first ``envs.reset``.
+    """
+
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        policy: ActorCritic,
+        rollout_len: int,
+        bptt_len: int,
+        seed: int | None = None,
+    ) -> None:
+        self.envs = envs
+        self.policy = policy
+        self.rollout_len = rollout_len
+        self.bptt_len = bptt_len
+        self.num_envs = envs.num_envs
+        self.device = next(policy.parameters()).device
+        self.next_step_autoreset = _autoreset_is_next_step(envs)
+        obs, _ = envs.reset(seed=seed)
+        self.obs = torch.as_tensor(obs, device=self.device)
+        self.episode_start = torch.ones(self.num_envs, device=self.device)
+        self.pending_reset = np.zeros(self.num_envs, dtype=bool)
+        self.state = policy.initial_state(self.num_envs)
+        self.running_return = np.zeros(self.num_envs, dtype=np.float64)
+        self.running_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _buffers(self) -> dict[str, Tensor]:
+        T, B, dev = self.rollout_len, self.num_envs, self.device
+        head = self.policy.head
+
+        def zeros(*shape, dtype=torch.float32) -> Tensor:
+            return torch.zeros(T, B, *shape, dtype=dtype, device=dev)
+
+        return {
+            "obs": torch.zeros(T, *self.obs.shape, dtype=self.obs.dtype, device=dev),
+            "actions": zeros(*head.action_shape, dtype=head.action_dtype),
+            **{k: zeros() for k in ("log_probs", "values", "rewards", "terminated")},
+            **{k: zeros() for k in ("truncated", "episode_start", "valid", "bootstrap")},
+        }
+
+    @torch.inference_mode()
+    def collect(self) -> Rollout:
+        """Step every env ``T`` times; return the rollout with bootstrap values filled in."""
+        T, L = self.rollout_len, self.bptt_len
+        buf = self._buffers()
+        chunk_states: list[State] = []
+        returns: list[float] = []
+        lengths: list[int] = []
+        for t in range(T):
+            if t % L == 0:
+                chunk_states.append(tuple(s.clone() for s in self.state))
+            valid = ~self.pending_reset
+            buf["obs"][t] = self.obs
+            buf["episode_start"][t] = self.episode_start
+            buf["valid"][t] = torch.as_tensor(valid, dtype=torch.float32)
+            out = self.policy.step(self.obs, self.state, self.episode_start)
+            action = out.action.cpu().numpy()
+            next_obs, reward, terminated, truncated, info = self.envs.step(
+                self.policy.head.to_env(action)
+            )
+            buf["actions"][t] = out.action
+            buf["log_probs"][t] = out.log_prob
+            buf["values"][t] = out.value
+            buf["rewards"][t] = torch.as_tensor(reward, dtype=torch.float32)
+            buf["terminated"][t] = torch.as_tensor(terminated, dtype=torch.float32)
+            buf["truncated"][t] = torch.as_tensor(truncated, dtype=torch.float32)
+            done = np.logical_or(terminated, truncated)
+            self._count_episodes(reward, done, valid, returns, lengths)
+            if self.next_step_autoreset:
+                next_start = self.pending_reset  # after a reset-only step comes a new episode
+                self.pending_reset = done & valid
+            else:
+                next_start = done
+                if truncated.any():
+                    rows = np.flatnonzero(truncated)
+                    buf["bootstrap"][t, rows] = self._final_values(info, rows, out.state)
+            self.state = out.state
+            self.obs = torch.as_tensor(next_obs, device=self.device)
+            self.episode_start = torch.as_tensor(next_start, dtype=torch.float32, device=self.device)
+        last_value = self.policy.value(self.obs, self.state, self.episode_start)
+        next_values = torch.cat([buf["values"][1:], last_value.unsqueeze(0)])  # (T, B)
+        if not self.next_step_autoreset:
+            truncated_rows = buf["truncated"].bool()
+            next_values = torch.where(truncated_rows, buf.pop("bootstrap"), next_values)
+        buf.pop("bootstrap", None)
+        stacked_states = tuple(torch.stack(parts) for parts in zip(*chunk_states, strict=True))
+        return Rollout(
+            **buf,
+            next_values=next_values,
+            chunk_states=stacked_states,
+            episode_returns=returns,
+            episode_lengths=lengths,
+        )
+
+    def _final_values(self, info: dict, rows: np.ndarray, state: State) -> Tensor:
+        """Values of the final observations of truncated ``rows`` (SAME_STEP autoreset)."""
+        final_obs = torch.as_tensor(_final_observations(info, rows), device=self.device)
+        index = torch.as_tensor(rows, device=self.device)
+        row_state = tuple(s.index_select(1, index) for s in state)
+        no_reset = torch.zeros(len(rows), device=self.device)
+        return self.policy.value(final_obs, row_state, no_reset)
+
+    def _count_episodes(self, reward, done, valid, returns: list, lengths: list) -> None:
+        self.running_return += np.where(valid, reward, 0.0)
+        self.running_length += valid
+        finished = np.flatnonzero(done & valid)
+        returns.extend(self.running_return[finished].tolist())
+        lengths.extend(self.running_length[finished].tolist())
+        self.running_return[finished] = 0.0
+        self.running_length[finished] = 0
