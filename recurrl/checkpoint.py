@@ -101,6 +101,7 @@ def policy_from_checkpoint(payload: dict[str, Any], device: str | torch.device =
         space_from_dict(payload["observation_space"]),
         space_from_dict(payload["action_space"]),
         config.policy,
+        normalize_obs=config.env.normalize_obs,
     )
     policy.load_state_dict(payload["policy"])
     return policy.to(device).eval(), config

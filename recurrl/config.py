@@ -34,6 +34,10 @@ class EnvConfig:
     """Keyword arguments passed to the env constructor (e.g. a difficulty knob)."""
     num_envs: int = 8
     """Number of envs stepped together."""
+    normalize_obs: bool = False
+    """Normalise Box observations by running mean/std (saved in checkpoints, frozen in eval)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return (episode stats stay raw)."""
     vectorization: str = "auto"
     """``auto`` (native vector env when the id has one, else sync), ``native``, ``sync``, ``async``."""
 
@@ -48,6 +52,8 @@ class PolicyConfig:
     """Stacked recurrent layers."""
     encoder_sizes: list[int] = field(default_factory=lambda: [64])
     """Hidden layer sizes of the observation MLP encoder (``[]`` feeds observations directly)."""
+    head_sizes: list[int] = field(default_factory=list)
+    """Hidden layer sizes of the MLPs between the core and the action / value heads."""
     shared_core: bool = False
     """One core for actor and critic (True) or one each (False)."""
     activation: str = "tanh"

@@ -62,6 +62,50 @@ def generalized_advantage_estimate(
     return advantages, advantages + values
 
 
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return, per env stream.
+
+    The usual PPO reward scaling (as in Gymnasium's ``NormalizeReward``): the scale follows
+    ``Var[G]`` with ``G_t = gamma * G_{t-1} + r_t``, reset at episode ends; rewards are not
+    centred, so the sign of a reward is kept.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8):
+        self.gamma = gamma
+        self.clip = clip
+        self.epsilon = epsilon
+        self.discounted = np.zeros(num_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 0
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        self.discounted = np.where(valid, self.discounted * self.gamma + reward, self.discounted)
+        self._update(self.discounted[valid])
+        self.discounted[done] = 0.0
+        scaled = reward / np.sqrt(self.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip)
+
+    def _update(self, batch: np.ndarray) -> None:
+        if batch.size == 0:
+            return
+        n, total = batch.size, self.count + batch.size
+        delta = batch.mean() - self.mean
+        m2 = self.var * self.count + batch.var() * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var, self.count = m2 / total, total
+
+    def state_dict(self) -> dict:
+        return {
+            "discounted": self.discounted.tolist(),
+            "mean": self.mean,
+            "var": self.var,
+            "count": self.count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.discounted = np.asarray(state["discounted"], dtype=np.float64)
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
 @dataclass
 class Rollout:
     """``T`` steps of ``B`` envs; all tensors time-major ``[T, B, ...]`` on the policy's device."""
@@ -103,6 +147,7 @@ class Collector:
         policy: the actor-critic (its device is used for every tensor).
         rollout_len: ``T``; bptt_len: ``L`` (divides T).
         seed: seed for the first ``envs.reset``.
+        reward_scaler: optional :class:`RewardScaler` applied to stored rewards.
     """
 
     def __init__(
@@ -112,8 +157,10 @@ class Collector:
         rollout_len: int,
         bptt_len: int,
         seed: int | None = None,
+        reward_scaler: RewardScaler | None = None,
     ) -> None:
         self.envs = envs
+        self.reward_scaler = reward_scaler
         self.policy = policy
         self.rollout_len = rollout_len
         self.bptt_len = bptt_len
@@ -165,10 +212,14 @@ class Collector:
             buf["actions"][t] = out.action
             buf["log_probs"][t] = out.log_prob
             buf["values"][t] = out.value
-            buf["rewards"][t] = torch.as_tensor(reward, dtype=torch.float32)
+            done = np.logical_or(terminated, truncated)
+            if self.reward_scaler is not None:
+                stored_reward = self.reward_scaler(reward, done & valid, valid)
+            else:
+                stored_reward = reward
+            buf["rewards"][t] = torch.as_tensor(stored_reward, dtype=torch.float32)
             buf["terminated"][t] = torch.as_tensor(terminated, dtype=torch.float32)
             buf["truncated"][t] = torch.as_tensor(truncated, dtype=torch.float32)
-            done = np.logical_or(terminated, truncated)
             self._count_episodes(reward, done, valid, returns, lengths)
             if self.next_step_autoreset:
                 next_start = self.pending_reset  # after a reset-only step comes a new episode

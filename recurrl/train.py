@@ -19,7 +19,7 @@ from recurrl.checkpoint import save_checkpoint
 from recurrl.config import Config, ConfigError, to_dict
 from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.rollout import Collector, generalized_advantage_estimate
+from recurrl.rollout import Collector, RewardScaler, generalized_advantage_estimate
 from recurrl.tracking import Tracker
 
 
@@ -84,13 +84,24 @@ class Trainer:
         self.generator = seed_everything(config.seed)
         self.envs = make_vector_env(config.env)
         self.policy = ActorCritic(
-            self.envs.single_observation_space, self.envs.single_action_space, config.policy
+            self.envs.single_observation_space,
+            self.envs.single_action_space,
+            config.policy,
+            normalize_obs=config.env.normalize_obs,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps
         )
+        reward_scaler = None
+        if config.env.normalize_reward:
+            reward_scaler = RewardScaler(self.envs.num_envs, config.ppo.gamma)
         self.collector = Collector(
-            self.envs, self.policy, config.ppo.rollout_len, config.ppo.bptt_len, seed=config.seed
+            self.envs,
+            self.policy,
+            config.ppo.rollout_len,
+            config.ppo.bptt_len,
+            seed=config.seed,
+            reward_scaler=reward_scaler,
         )
         self.run_dir = make_run_dir(config)
         self.tracker = Tracker(
@@ -125,6 +136,9 @@ class Trainer:
         stats = ppo.update(
             self.policy, self.optimizer, rollout, advantages, returns, config.ppo, self.generator
         )
+        if self.policy.obs_normalizer is not None:
+            # After the update, so the rollout and its update saw the same statistics.
+            self.policy.obs_normalizer.update(rollout.obs[rollout.valid.bool()])
         self.global_step += config.batch_size
         elapsed = time.perf_counter() - started
         return {

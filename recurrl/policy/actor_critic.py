@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from recurrl.config import PolicyConfig
 from recurrl.policy.cores import State, make_core
-from recurrl.policy.encoders import layer_init, make_encoder
+from recurrl.policy.encoders import layer_init, make_encoder, mlp
 from recurrl.policy.heads import make_head
+from recurrl.policy.normalize import RunningNormalizer
 
 
 class StepOutput(NamedTuple):
@@ -45,6 +46,7 @@ class ActorCritic(nn.Module):
         observation_space: the single-env observation space.
         action_space: the single-env action space.
         config: architecture (``policy.*`` config keys).
+        normalize_obs: normalise ``Box`` observations by running statistics (``env.normalize_obs``).
     """
 
     def __init__(
@@ -52,12 +54,16 @@ class ActorCritic(nn.Module):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         config: PolicyConfig | None = None,
+        normalize_obs: bool = False,
     ) -> None:
         super().__init__()
         config = config or PolicyConfig()
         self.config = config
         self.observation_space = observation_space
         self.action_space = action_space
+        self.obs_normalizer = None
+        if normalize_obs and isinstance(observation_space, spaces.Box):
+            self.obs_normalizer = RunningNormalizer(observation_space.shape)
         self.encoder = make_encoder(observation_space, config.encoder_sizes, config.activation)
         features = self.encoder.out_features
 
@@ -68,8 +74,11 @@ class ActorCritic(nn.Module):
 
         self.actor_core = core()
         self.critic_core = None if config.shared_core else core()
-        self.head = make_head(self.actor_core.out_features, action_space, config.log_std_init)
-        self.value_head = layer_init(nn.Linear(self.actor_core.out_features, 1), std=1.0)
+        core_out = self.actor_core.out_features
+        self.actor_mlp, actor_features = mlp(core_out, config.head_sizes, config.activation)
+        self.critic_mlp, critic_features = mlp(core_out, config.head_sizes, config.activation)
+        self.head = make_head(actor_features, action_space, config.log_std_init)
+        self.value_head = layer_init(nn.Linear(critic_features, 1), std=1.0)
         self._num_actor_state = len(self.actor_core.initial_state(1))
 
     # --- state ------------------------------------------------------------------------------
@@ -87,6 +96,8 @@ class ActorCritic(nn.Module):
     def _encode(self, obs: Tensor) -> Tensor:
         """``obs[T, B, ...] -> features[T, B, F]``."""
         T, B = obs.shape[:2]
+        if self.obs_normalizer is not None:
+            obs = self.obs_normalizer(obs)
         return self.encoder(obs.flatten(0, 1)).view(T, B, -1)  # (T*B, F) -> (T, B, F)
 
     def forward(
@@ -100,8 +111,8 @@ class ActorCritic(nn.Module):
             critic_out = actor_out
         else:
             critic_out, critic_state = self.critic_core(features, critic_state, episode_start)
-        value = self.value_head(critic_out).squeeze(-1)  # (T, B)
-        return self.head(actor_out), value, tuple(actor_state) + tuple(critic_state)
+        value = self.value_head(self.critic_mlp(critic_out)).squeeze(-1)  # (T, B)
+        return self.head(self.actor_mlp(actor_out)), value, tuple(actor_state) + tuple(critic_state)
 
     def evaluate_actions(
         self, obs: Tensor, action: Tensor, state: State, episode_start: Tensor
