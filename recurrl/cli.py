@@ -17,23 +17,38 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + list(args.extra)
     config = load_config(args.config, overrides)
     result = train(config, quiet=args.quiet)
-    print(_summary(result), flush=True)
+    print(_summary(result, config, args.eval_episodes), flush=True)
     return 0
 
 
-def _summary(result) -> str:
+def _summary(result, config, eval_episodes: int) -> str:
+    """Return at the start vs the end of training, against the env's optimum when known."""
     import numpy as np
 
-    returns = [m["episodic_return"] for m in result.history if m["episodic_return"] == m["episodic_return"]]
+    import envs
+    from recurrl.evaluate import evaluate
+
+    returns = [m["episodic_return"] for m in result.history]
+    returns = [r for r in returns if r is not None and r == r]  # updates where episodes ended
     tenth = max(1, len(returns) // 10)
-    first = float(np.mean(returns[:tenth])) if returns else float("nan")
-    last = float(np.mean(returns[-tenth:])) if returns else float("nan")
+    first = f"{np.mean(returns[:tenth]):.1f}" if returns else "-"
+    last = f"{np.mean(returns[-tenth:]):.1f}" if returns else "-"
     seconds = result.history[-1]["time_s"] if result.history else 0.0
-    return (
-        f"done: {result.global_step:,} steps in {seconds:.0f}s; episodic return "
-        f"{first:.1f} (first 10% of updates) -> {last:.1f} (last 10%)\n"
-        f"run folder: {result.run_dir}"
-    )
+    facts = envs.ENVIRONMENTS.get(config.env.id.split(":")[-1], {})
+    optimum = facts.get("optimal_return")
+    optimum_text = f" (optimum {optimum})" if optimum is not None else ""
+    lines = [
+        f"trained {result.global_step:,} steps in {seconds:.0f}s",
+        f"training return: {first} (first 10% of updates) -> {last} (last 10%){optimum_text}",
+    ]
+    if eval_episodes > 0:
+        final = evaluate(result.policy, config.env, eval_episodes, deterministic=True, seed=10_000)
+        lines.append(
+            f"final policy: return {np.mean(final):.1f} ± {np.std(final):.1f} over "
+            f"{len(final)} deterministic episodes{optimum_text}"
+        )
+    lines.append(f"run folder: {result.run_dir}  (recurrl eval {result.run_dir})")
+    return "\n".join(lines)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -94,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="experiment YAML (omit for all defaults)")
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     train.add_argument("--quiet", action="store_true", help="no per-update lines")
+    train.add_argument(
+        "--eval-episodes", type=int, default=10, help="final evaluation episodes (0: none)"
+    )
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint or run folder")

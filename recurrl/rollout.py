@@ -169,7 +169,7 @@ class Collector:
         self.next_step_autoreset = _autoreset_is_next_step(envs)
         obs, _ = envs.reset(seed=seed)
         self.obs = torch.as_tensor(obs, device=self.device)
-        self.episode_start = torch.ones(self.num_envs, device=self.device)
+        self.episode_start = torch.ones(self.num_envs, device=self.device, dtype=policy.dtype)
         self.pending_reset = np.zeros(self.num_envs, dtype=bool)
         self.state = policy.initial_state(self.num_envs)
         self.running_return = np.zeros(self.num_envs, dtype=np.float64)
@@ -179,7 +179,7 @@ class Collector:
         T, B, dev = self.rollout_len, self.num_envs, self.device
         head = self.policy.head
 
-        def zeros(*shape, dtype=torch.float32) -> Tensor:
+        def zeros(*shape, dtype=self.policy.dtype) -> Tensor:
             return torch.zeros(T, B, *shape, dtype=dtype, device=dev)
 
         return {
@@ -189,21 +189,30 @@ class Collector:
             **{k: zeros() for k in ("truncated", "episode_start", "valid", "bootstrap")},
         }
 
-    @torch.inference_mode()
     def collect(self) -> Rollout:
-        """Step every env ``T`` times; return the rollout with bootstrap values filled in."""
-        T, L = self.rollout_len, self.bptt_len
+        """Step every env ``T`` times; return the rollout with bootstrap values filled in.
+
+        The buffers are allocated outside inference mode (so the update may use them in autograd)
+        and filled inside it.
+        """
         buf = self._buffers()
+        with torch.inference_mode():
+            rollout = self._fill(buf)
+        rollout.chunk_states = tuple(s.clone() for s in rollout.chunk_states)  # normal tensors
+        return rollout
+
+    def _fill(self, buf: dict[str, Tensor]) -> Rollout:
+        T, L = self.rollout_len, self.bptt_len
         chunk_states: list[State] = []
         returns: list[float] = []
         lengths: list[int] = []
         for t in range(T):
             if t % L == 0:
-                chunk_states.append(tuple(s.clone() for s in self.state))
+                chunk_states.append(self.state)
             valid = ~self.pending_reset
             buf["obs"][t] = self.obs
             buf["episode_start"][t] = self.episode_start
-            buf["valid"][t] = torch.as_tensor(valid, dtype=torch.float32)
+            buf["valid"][t] = torch.as_tensor(valid)
             out = self.policy.step(self.obs, self.state, self.episode_start)
             action = out.action.cpu().numpy()
             next_obs, reward, terminated, truncated, info = self.envs.step(
@@ -217,9 +226,9 @@ class Collector:
                 stored_reward = self.reward_scaler(reward, done & valid, valid)
             else:
                 stored_reward = reward
-            buf["rewards"][t] = torch.as_tensor(stored_reward, dtype=torch.float32)
-            buf["terminated"][t] = torch.as_tensor(terminated, dtype=torch.float32)
-            buf["truncated"][t] = torch.as_tensor(truncated, dtype=torch.float32)
+            buf["rewards"][t] = torch.as_tensor(stored_reward)
+            buf["terminated"][t] = torch.as_tensor(terminated)
+            buf["truncated"][t] = torch.as_tensor(truncated)
             self._count_episodes(reward, done, valid, returns, lengths)
             if self.next_step_autoreset:
                 next_start = self.pending_reset  # after a reset-only step comes a new episode
@@ -231,13 +240,16 @@ class Collector:
                     buf["bootstrap"][t, rows] = self._final_values(info, rows, out.state)
             self.state = out.state
             self.obs = torch.as_tensor(next_obs, device=self.device)
-            self.episode_start = torch.as_tensor(next_start, dtype=torch.float32, device=self.device)
+            self.episode_start = torch.as_tensor(
+                next_start, dtype=self.policy.dtype, device=self.device
+            )
+        next_values = buf.pop("bootstrap")  # (T, B); truncated rows already hold V(final obs)
         last_value = self.policy.value(self.obs, self.state, self.episode_start)
-        next_values = torch.cat([buf["values"][1:], last_value.unsqueeze(0)])  # (T, B)
-        if not self.next_step_autoreset:
-            truncated_rows = buf["truncated"].bool()
-            next_values = torch.where(truncated_rows, buf.pop("bootstrap"), next_values)
-        buf.pop("bootstrap", None)
+        following = torch.cat([buf["values"][1:], last_value.unsqueeze(0)])  # (T, B)
+        if self.next_step_autoreset:
+            next_values.copy_(following)  # the final obs's value is the next stored value
+        else:
+            next_values.copy_(torch.where(buf["truncated"].bool(), next_values, following))
         stacked_states = tuple(torch.stack(parts) for parts in zip(*chunk_states, strict=True))
         return Rollout(
             **buf,
@@ -252,7 +264,7 @@ class Collector:
         final_obs = torch.as_tensor(_final_observations(info, rows), device=self.device)
         index = torch.as_tensor(rows, device=self.device)
         row_state = tuple(s.index_select(1, index) for s in state)
-        no_reset = torch.zeros(len(rows), device=self.device)
+        no_reset = torch.zeros(len(rows), device=self.device, dtype=self.policy.dtype)
         return self.policy.value(final_obs, row_state, no_reset)
 
     def _count_episodes(self, reward, done, valid, returns: list, lengths: list) -> None:

@@ -120,10 +120,12 @@ class Tracker:
 
     def _line(self, m: dict[str, Any]) -> str:
         ret = m.get("episodic_return")
+        length = m.get("episodic_length")
         ret_text = f"{ret:9.2f}" if ret is not None else "        -"
+        len_text = f"{length:7.1f}" if length is not None else "      -"
         return (
             f"step {m['global_step']:>9,}/{self.total_steps:,}  return {ret_text}  "
-            f"len {m.get('episodic_length') or 0:7.1f}  sps {m['sps']:7.0f}  "
+            f"len {len_text}  sps {m['sps']:7.0f}  "
             f"kl {m['approx_kl']:.4f}  ev {m.get('explained_variance') or 0:+.2f}"
         )
 

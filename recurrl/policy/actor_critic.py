@@ -81,6 +81,11 @@ class ActorCritic(nn.Module):
         self.value_head = layer_init(nn.Linear(critic_features, 1), std=1.0)
         self._num_actor_state = len(self.actor_core.initial_state(1))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters (observations are cast to it)."""
+        return self.value_head.weight.dtype
+
     # --- state ------------------------------------------------------------------------------
 
     def initial_state(self, batch_size: int) -> State:
@@ -98,7 +103,7 @@ class ActorCritic(nn.Module):
         T, B = obs.shape[:2]
         if self.obs_normalizer is not None:
             obs = self.obs_normalizer(obs)
-        return self.encoder(obs.flatten(0, 1)).view(T, B, -1)  # (T*B, F) -> (T, B, F)
+        return self.encoder(obs.flatten(0, 1), self.dtype).view(T, B, -1)  # (T*B, F) -> (T, B, F)
 
     def forward(
         self, obs: Tensor, state: State, episode_start: Tensor

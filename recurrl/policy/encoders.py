@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
@@ -40,8 +41,8 @@ class BoxEncoder(nn.Module):
         self.obs_shape = space.shape
         self.net, self.out_features = mlp(int(math.prod(space.shape)), sizes, activation)
 
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.net(obs.float().flatten(1))  # (N, prod(obs_shape)) -> (N, F)
+    def forward(self, obs: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        return self.net(obs.to(dtype).flatten(1))  # (N, prod(obs_shape)) -> (N, F)
 
 
 class DiscreteEncoder(nn.Module):
@@ -53,9 +54,9 @@ class DiscreteEncoder(nn.Module):
         self.start = int(space.start)
         self.net, self.out_features = mlp(self.n, sizes, activation)
 
-    def forward(self, obs: Tensor) -> Tensor:
+    def forward(self, obs: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         one_hot = nn.functional.one_hot(obs.long().flatten() - self.start, self.n)  # (N, n)
-        return self.net(one_hot.float())
+        return self.net(one_hot.to(dtype))
 
 
 def make_encoder(space: spaces.Space, sizes: list[int], activation: str) -> nn.Module:

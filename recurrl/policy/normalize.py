@@ -40,7 +40,7 @@ class RunningNormalizer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.count.item() == 0:
-            return x.float()
+            return x
         scale = (self.var + self.epsilon).sqrt()
         normalised = (x.double() - self.mean) / scale
-        return normalised.clamp(-self.clip, self.clip).float()
+        return normalised.clamp(-self.clip, self.clip).to(x.dtype if x.is_floating_point() else torch.float32)
