@@ -1,0 +1,253 @@
+"""Shared machinery of the natively batched memory tasks.
+
+A :class:`Task` holds the state of ``N`` copies of one environment as arrays and advances all of
+them with array operations. Two thin Gymnasium classes expose a task:
+
+- :class:`TaskVectorEnv`, a ``gymnasium.vector.VectorEnv`` over ``N`` copies, registered as the
+  id's ``vector_entry_point`` (``gymnasium.make_vec(id, num_envs=N)``);
+- :class:`TaskEnv`, a ``gymnasium.Env`` over one copy (``gymnasium.make(id)``,
+  ``gymnasium.utils.env_checker.check_env``).
+
+Both run the same task code; the single env is the task with ``N = 1``.
+
+Autoreset (vector env): ``AutoresetMode.SAME_STEP``. When copy ``i`` ends at a step
+(``terminated[i] or truncated[i]``), the observation returned for it is already the first
+observation of its next episode, ``info["final_obs"][i]`` holds the last observation of the
+ended episode and ``info["_final_obs"][i]`` is True. ``info["final_obs"]`` is a dense array
+shaped like the observations (rows where ``_final_obs`` is False hold that step's ordinary
+observation and mean nothing); Gymnasium's ``SyncVectorEnv`` uses an object array instead, and
+indexing ``info["final_obs"][i]`` reads the same from both. Steps without an ended episode return
+an empty ``info``. No step is spent on resets.
+
+Randomness is counter-based (SplitMix64), so no Python loop over copies is needed and a copy draws
+the same numbers alone or in a batch of 4096. Copy ``i`` has a 64-bit key derived from its seed;
+episode ``e`` of the copy has the key ``mix(key + e * G)``; draw ``j`` within that episode is
+``mix(episode_key + j * G)``. ``TaskVectorEnv.reset(seed=s)`` keys copy ``i`` with seed ``s + i``,
+exactly as ``TaskEnv.reset(seed=s + i)`` keys the single env, so copy ``i`` of the vector env and
+a single env seeded ``s + i`` produce identical trajectories, episode after episode, for the same
+actions. Unseeded first resets take their keys from ``np_random``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64 increment (2^64 / golden ratio)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_SEED_SALT = np.uint64(0x5EED_0F_2EC022E1)  # keeps keys of seed s apart from raw counters
+EPISODE_STREAM = 1 << 62
+"""Counter offset for per-episode draws, far from per-step counters ``0, 1, 2, ...``."""
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser of a ``uint64`` array (a bijection that scrambles every bit)."""
+    z = x ^ (x >> np.uint64(30))
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def seed_keys(seeds: int | np.ndarray) -> np.ndarray:
+    """Copy keys ``[N]`` (uint64) for integer seeds ``[N]`` (or one seed)."""
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=object) % (1 << 64)).astype(np.uint64)
+    return mix64(seeds ^ _SEED_SALT)
+
+
+def draw(episode_keys: np.ndarray, counter: int | np.ndarray) -> np.ndarray:
+    """64 random bits per copy: the ``counter``-th draw of each copy's current episode.
+
+    Args:
+        episode_keys: ``[N]`` uint64 keys of the copies' current episodes.
+        counter: one counter for all copies, or ``[N]`` integer counters (e.g. elapsed steps).
+    """
+    if isinstance(counter, np.ndarray):
+        offset = counter.astype(np.uint64) * _GOLDEN
+    else:
+        offset = np.uint64((counter * int(_GOLDEN)) & _MASK64)
+    return mix64(episode_keys + offset)
+
+
+def uniform(bits: np.ndarray) -> np.ndarray:
+    """Floats in ``[0, 1)`` from random bits (the top 53 bits, as NumPy does)."""
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def below(bits: np.ndarray, n: int) -> np.ndarray:
+    """Integers in ``[0, n)`` (int64) from random bits (multiply-shift on the top 32 bits)."""
+    return (((bits >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)).astype(np.int64)
+
+
+class Task:
+    """``N`` copies of one environment, advanced together with array operations.
+
+    Subclasses set ``observation_space`` and ``action_space`` (of one copy) and implement
+    :meth:`new_episodes`, :meth:`observe` and :meth:`step`. ``self.episode_keys[i]`` feeds
+    :func:`draw` for copy ``i``'s randomness; ``self.elapsed[i]`` counts its steps.
+
+    Args:
+        num_envs: ``N``, the number of copies.
+    """
+
+    observation_space: gym.Space
+    action_space: gym.Space
+    max_episode_steps: int
+    """Longest possible episode; every episode terminates by then."""
+
+    def __init__(self, num_envs: int) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.keys = np.zeros(num_envs, dtype=np.uint64)
+        self.episodes = np.zeros(num_envs, dtype=np.uint64)
+        self.episode_keys = np.zeros(num_envs, dtype=np.uint64)
+        self.elapsed = np.zeros(num_envs, dtype=np.int64)
+
+    def start(self, rows: np.ndarray, keys: np.ndarray | None = None) -> None:
+        """Begin a new episode in copies ``rows``; with ``keys``, re-key them (episode 0)."""
+        if keys is None:
+            self.episodes[rows] += np.uint64(1)
+        else:
+            self.keys[rows] = keys
+            self.episodes[rows] = 0
+        self.episode_keys[rows] = mix64(self.keys[rows] + self.episodes[rows] * _GOLDEN)
+        self.elapsed[rows] = 0
+        self.new_episodes(rows)
+
+    def new_episodes(self, rows: np.ndarray) -> None:
+        """Draw the per-episode quantities of copies ``rows`` (their keys are set)."""
+        raise NotImplementedError
+
+    def observe(self, rows: np.ndarray) -> np.ndarray:
+        """Current observations of copies ``rows``: a new array ``[len(rows), *obs_shape]``."""
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Advance every copy by one step (and ``elapsed`` by one).
+
+        Args:
+            actions: ``[N, *action_shape]`` valid actions (not checked, for speed).
+
+        Returns:
+            ``(obs [N, *obs_shape], reward [N] float64, terminated [N] bool,
+            truncated [N] bool)``, all newly allocated.
+        """
+        raise NotImplementedError
+
+
+class TaskEnv(gym.Env):
+    """One copy of a :class:`Task` as a ``gymnasium.Env``; subclasses set ``task_class``.
+
+    Keyword arguments go to the task (its difficulty knobs).
+    """
+
+    task_class: type[Task]
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.task = self.task_class(num_envs=1, **kwargs)
+        self.observation_space = self.task.observation_space
+        self.action_space = self.task.action_space
+        self._rows = np.arange(1)
+        self._keyed = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self.task.start(self._rows, seed_keys(seed))
+        elif not self._keyed:
+            self.task.start(self._rows, _entropy_keys(self.np_random, 1))
+        else:
+            self.task.start(self._rows)
+        self._keyed = True
+        return self.task.observe(self._rows)[0], {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated = self.task.step(np.asarray(action)[None])
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+
+class TaskVectorEnv(gym.vector.VectorEnv):
+    """``N`` copies of a :class:`Task` as a ``VectorEnv``; subclasses set ``task_class``.
+
+    Autoreset is ``SAME_STEP`` (see the module docstring for ``info["final_obs"]``).
+
+    Args:
+        num_envs: ``N``.
+        max_episode_steps: optional time limit; copies reaching it are truncated (as
+            Gymnasium's ``TimeLimit`` does for the single env). Tasks terminate on their own.
+        **kwargs: the task's difficulty knobs.
+    """
+
+    task_class: type[Task]
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
+    ) -> None:
+        self.task = self.task_class(num_envs=num_envs, **kwargs)
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space = self.task.observation_space
+        self.single_action_space = self.task.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._all_rows = np.arange(num_envs)
+        self._keyed = False
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset all copies, or those in ``options["reset_mask"]`` ([N] bool).
+
+        ``seed=s`` seeds copy ``i`` with ``s + i``; a list gives one seed per copy.
+        """
+        rows = self._all_rows
+        if options is not None and "reset_mask" in options:
+            rows = np.flatnonzero(_check_reset_mask(options["reset_mask"], self.num_envs))
+        if isinstance(seed, list | tuple | np.ndarray):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"got {len(seed)} seeds for num_envs={self.num_envs}")
+            super().reset(seed=None)
+            keys = seed_keys(np.asarray(seed, dtype=object))
+        else:
+            super().reset(seed=seed)
+            keys = None if seed is None else seed_keys(int(seed) + np.arange(self.num_envs))
+        if keys is None and not self._keyed:
+            keys = _entropy_keys(self.np_random, self.num_envs)
+        self._keyed = True
+        self.task.start(rows, None if keys is None else keys[rows])
+        return self.task.observe(self._all_rows), {}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, reward, terminated, truncated = self.task.step(np.asarray(actions))
+        if self.max_episode_steps is not None:
+            truncated |= self.task.elapsed >= self.max_episode_steps
+        done = terminated | truncated
+        if not done.any():
+            return obs, reward, terminated, truncated, {}
+        rows = np.flatnonzero(done)
+        self.task.start(rows)
+        next_obs = obs.copy()  # obs keeps the final observations of the ended episodes
+        next_obs[rows] = self.task.observe(rows)
+        return next_obs, reward, terminated, truncated, {"final_obs": obs, "_final_obs": done}
+
+
+def _entropy_keys(np_random: np.random.Generator, count: int) -> np.ndarray:
+    return np_random.integers(0, 1 << 64, size=count, dtype=np.uint64)
+
+
+def _check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (num_envs,):
+        raise ValueError(f"options['reset_mask'] must be a bool array of shape ({num_envs},)")
+    return mask

@@ -1,0 +1,118 @@
+"""Cue recall: hold several random bits through distractor noise, answer a query for one."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
+
+# Bit b of byte value v, as floats: _BYTE_BITS[v, b] = (v >> b) & 1.
+_BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float32)  # (256, 8)
+
+
+class CueRecall(Task):
+    """Batched cue recall (see :class:`CueRecallEnv`)."""
+
+    def __init__(self, num_envs: int, num_bits: int = 4, delay: int = 10) -> None:
+        super().__init__(num_envs)
+        if not 1 <= num_bits <= 64 or delay < 0:
+            raise ValueError(
+                f"CueRecall: need 1 <= num_bits <= 64 and delay >= 0, got {num_bits=}, {delay=}"
+            )
+        self.num_bits, self.delay = num_bits, delay
+        self.max_episode_steps = delay + 2
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(2 * num_bits + 2,), dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+        self._num_bytes = (num_bits + 7) // 8
+        # The right part of an observation, [query one-hot (num_bits), cue flag, query flag], by
+        # phase: 0 cue, 1 noise, 2 + q query for bit q, 2 + num_bits after the answer.
+        self._flags = np.zeros((num_bits + 3, num_bits + 2), dtype=np.float32)
+        self._flags[0, num_bits] = 1.0
+        self._flags[2 + np.arange(num_bits), np.arange(num_bits)] = 1.0
+        self._flags[2 : 2 + num_bits, num_bits + 1] = 1.0
+        self.cue = np.zeros(num_envs, dtype=np.uint64)  # bit b of cue[i] is bit b of copy i
+        self.query = np.zeros(num_envs, dtype=np.int64)
+
+    def new_episodes(self, rows: np.ndarray) -> None:
+        keys = self.episode_keys[rows]
+        self.cue[rows] = draw(keys, EPISODE_STREAM)
+        self.query[rows] = below(draw(keys, EPISODE_STREAM + 1), self.num_bits)
+
+    def observe(self, rows: np.ndarray) -> np.ndarray:
+        phase = np.zeros(len(rows), dtype=np.int64)  # the first observation shows the cue
+        return self._observation(self.cue[rows], phase)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        answered = self.elapsed == self.delay + 1  # this step's action answers the query
+        bit = (self.cue >> self.query.astype(np.uint64)) & np.uint64(1)
+        correct = actions == bit.astype(np.int64)
+        reward = np.where(answered, np.where(correct, 1.0, -1.0), 0.0)
+        self.elapsed += 1
+        t = self.elapsed
+        noise = draw(self.episode_keys, t)
+        phase = np.where(t <= self.delay, 1, np.where(answered, 2 + self.num_bits, 2 + self.query))
+        bits = np.where(t <= self.delay, noise, np.uint64(0))
+        return self._observation(bits, phase), reward, answered, np.zeros_like(answered)
+
+    def _observation(self, bits: np.ndarray, phase: np.ndarray) -> np.ndarray:
+        """``[N, 2 * num_bits + 2]`` from bit codes ``[N]`` (uint64) and phases ``[N]``."""
+        n, k = len(bits), self.num_bits
+        obs = np.empty((n, 2 * k + 2), dtype=np.float32)
+        low_bytes = bits.view(np.uint8).reshape(n, 8)[:, : self._num_bytes]  # little-endian
+        obs[:, :k] = _BYTE_BITS.take(low_bytes, axis=0).reshape(n, -1)[:, :k]
+        obs[:, k:] = self._flags.take(phase, axis=0)
+        return obs
+
+
+class CueRecallEnv(TaskEnv):
+    """Cue recall: ``num_bits`` random bits shown once, noise for ``delay`` steps, then a query.
+
+    ## Description
+
+    The first observation shows ``num_bits`` random bits (with the cue flag set). For the next
+    ``delay`` steps the same slots show fresh random bits (distractor noise, cue flag off). Then
+    a query names one bit (one-hot, query flag set) and the agent answers with its value. Tests
+    *memory capacity over a delay*: all bits must be kept, since the queried one is unknown
+    until the end, and the memory must ignore inputs that look like the cue.
+
+    ## Action Space
+
+    ``Discrete(2)``: the answer (0 or 1). Actions before the query are ignored.
+
+    ## Observation Space
+
+    ``Box(0, 1, (2 * num_bits + 2,), float32)``:
+    ``[bits (num_bits), query one-hot (num_bits), cue flag, query flag]``.
+
+    ## Rewards
+
+    +1 for the right answer, -1 for the wrong one, 0 on every other step. Optimal return 1.
+    Memoryless return 0 (the query observation says nothing about the bit's value). A policy
+    that keeps ``m`` of the bits scores ``m / num_bits``.
+
+    ## Starting State
+
+    Bits uniform; queried bit uniform over ``num_bits``.
+
+    ## Episode End
+
+    Terminated after the answer: every episode lasts ``delay + 2`` steps.
+
+    ## Arguments
+
+    - ``num_bits`` (4): how many bits to hold (1 to 64), the capacity knob.
+    - ``delay`` (10): noise steps between cue and query, the duration knob.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    task_class = CueRecall
+
+
+class CueRecallVectorEnv(TaskVectorEnv):
+    """``N`` cue-recall tasks stepped together (see :class:`CueRecallEnv`); SAME_STEP autoreset."""
+
+    task_class = CueRecall
