@@ -36,10 +36,11 @@ class PointRecall(Task):
         keys = self.episode_keys[rows]
         angle = 2 * np.pi * uniform(draw(keys, EPISODE_STREAM))
         radius = MIN_RADIUS + (MAX_RADIUS - MIN_RADIUS) * uniform(draw(keys, EPISODE_STREAM + 1))
-        self.goal[rows] = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+        goal = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)  # (n, 2)
+        self.goal[rows] = goal
         self.position[rows] = 0.0
-        self.distance[rows] = radius
-        self.start_distance[rows] = radius
+        self.distance[rows] = np.hypot(goal[:, 0], goal[:, 1])  # as step measures it
+        self.start_distance[rows] = self.distance[rows]
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         obs = np.zeros((len(rows), 5), dtype=np.float32)  # first observation: start and goal
