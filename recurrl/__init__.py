@@ -1,5 +1,7 @@
 """recurrl: recurrent policies for partially observable reinforcement learning."""
 
+import envs as _envs  # noqa: F401  (registers the recurrl/* Gymnasium ids)
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_policy"]

@@ -76,8 +76,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # not an object reference: damaged bytes
+            raise CheckpointError(f"{path}: cannot read checkpoint (corrupted)") from None
+        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
         raise CheckpointError(
-            f"{path}: refused: it holds objects other than tensors and plain data ({error})"
+            f"{path}: refused: it holds objects other than tensors and plain data ({reason})"
         ) from None
     except Exception as error:  # truncated / not a torch file
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(error).__name__})") from None

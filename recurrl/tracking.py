@@ -56,17 +56,26 @@ class WandbSink:
             )
             mode = "offline"
         self.wandb = wandb
-        self.run = wandb.init(
-            project=config.project,
-            entity=config.entity,
-            group=config.group,
-            tags=config.tags or None,
-            name=name,
-            config=resolved,
-            dir=str(run_dir),
-            mode=mode,
-            settings=wandb.Settings(init_timeout=60, silent=True),
-        )
+        options = {
+            "project": config.project,
+            "entity": config.entity,
+            "group": config.group,
+            "tags": config.tags or None,
+            "name": name,
+            "config": resolved,
+            "dir": str(run_dir),
+            "settings": wandb.Settings(init_timeout=60, silent=True),
+        }
+        try:
+            self.run = wandb.init(mode=mode, **options)
+        except Exception as error:  # network down, server refusing: keep training, log offline
+            if mode == "offline":
+                raise
+            print(
+                f"recurrl: W&B init failed ({type(error).__name__}: {error}); logging offline",
+                file=sys.stderr,
+            )
+            self.run = wandb.init(mode="offline", **options)
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
 

@@ -1,0 +1,1 @@
+"""Benchmark scripts (run as ``python -m recurrl.bench.<name>``); not imported by the toolkit."""

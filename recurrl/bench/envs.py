@@ -1,0 +1,132 @@
+"""Environment throughput: the memory suite's native ``VectorEnv`` against ``SyncVectorEnv``.
+
+For every env, steps/s through the real ``VectorEnv.step`` API at several ``num_envs`` (random
+valid actions generated beforehand, autoreset included), and the same task as Gymnasium's
+``SyncVectorEnv`` of single envs (SAME_STEP autoreset) for comparison. The process is pinned to
+one core where the OS allows, so the numbers are per core.
+
+Usage::
+
+    python -m recurrl.bench.envs --out env_bench.json
+    python -m recurrl.bench.envs --envs TMaze,CueRecall --sizes 1,4096 --seconds 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+
+SUITE = [
+    env_id.split("/")[1][:-3] for env_id in envs.ENVIRONMENTS if gym.spec(env_id).vector_entry_point
+]
+NUM_ACTION_BATCHES = 64  # pre-generated action batches, cycled
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, usable cores and library versions."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "gymnasium": gym.__version__,
+    }
+
+
+def pin_to_one_core() -> bool:
+    """Run on a single core (Linux); returns whether it worked."""
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+def steps_per_second(vector_env: gym.vector.VectorEnv, seconds: float) -> float:
+    """Env steps/s (``num_envs`` per call) of ``vector_env.step`` over about ``seconds``."""
+    vector_env.reset(seed=0)
+    vector_env.action_space.seed(0)
+    actions = [vector_env.action_space.sample() for _ in range(NUM_ACTION_BATCHES)]
+    for batch in actions[:4]:  # warm up caches and allocator
+        vector_env.step(batch)
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or calls < 2:
+        for batch in actions[:8]:
+            vector_env.step(batch)
+        calls += 8
+        actions.append(actions.pop(0))  # cycle through every pre-generated batch
+    return vector_env.num_envs * calls / elapsed
+
+
+def bench_env(name: str, sizes: list[int], sync_envs: int, seconds: float) -> dict[str, Any]:
+    env_id = f"recurrl/{name}-v0"
+    native = {
+        n: steps_per_second(gym.make_vec(env_id, num_envs=n), seconds) for n in sizes + [sync_envs]
+    }
+    sync = gym.make_vec(
+        env_id,
+        num_envs=sync_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+    sync_rate = steps_per_second(sync, seconds)
+    return {
+        "env": env_id,
+        "native": {str(n): native[n] for n in sizes},
+        "sync_num_envs": sync_envs,
+        "sync": sync_rate,
+        "native_at_sync_num_envs": native[sync_envs],
+        "speedup_vs_sync": native[sync_envs] / sync_rate,
+    }
+
+
+def print_table(results: list[dict[str, Any]], sizes: list[int], sync_envs: int) -> None:
+    header = "".join(f"{f'N={n}':>12}" for n in sizes)
+    print(f"{'env':<16}{header}{f'sync N={sync_envs}':>16}{'speedup':>10}   (steps/s)")
+    for row in results:
+        rates = "".join(f"{row['native'][str(n)]:>12.3g}" for n in sizes)
+        print(f"{row['env'][8:-3]:<16}{rates}{row['sync']:>16.3g}{row['speedup_vs_sync']:>9.0f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recurrl.bench.envs", description=__doc__)
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    parser.add_argument("--envs", default=",".join(SUITE), help="comma-separated env names")
+    parser.add_argument("--sizes", default="1,256,4096", help="num_envs values, comma-separated")
+    parser.add_argument("--sync-envs", type=int, default=1024, help="num_envs for the comparison")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per measurement")
+    parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    args = parser.parse_args(argv)
+    names = [name for name in args.envs.split(",") if name]
+    unknown = sorted(set(names) - set(SUITE))
+    if unknown:
+        parser.error(f"unknown envs {unknown}; choose from {SUITE}")
+    sizes = [int(n) for n in args.sizes.split(",")]
+    info = {**machine(), "pinned_to_one_core": False if args.all_cores else pin_to_one_core()}
+    print(", ".join(f"{key}: {value}" for key, value in info.items()))
+    results = [bench_env(name, sizes, args.sync_envs, args.seconds) for name in names]
+    print_table(results, sizes, args.sync_envs)
+    if args.out:
+        with open(args.out, "w") as out:
+            json.dump({"machine": info, "seconds": args.seconds, "results": results}, out, indent=2)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

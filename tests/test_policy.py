@@ -1,0 +1,104 @@
+"""Policy construction, acting in a plain Gymnasium loop, checkpoints and load_policy."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import recurrl
+from recurrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recurrl.config import PolicyConfig, load_config, to_dict
+from recurrl.policy import ActorCritic
+from recurrl.train import train
+
+
+@pytest.mark.parametrize("core", ["lstm", "gru", "none"])
+@pytest.mark.parametrize("shared_core", [True, False])
+def test_act_in_plain_gymnasium_loop(core, shared_core):
+    env = gym.make("recurrl/CartPoleNoVelocity-v0")
+    policy = ActorCritic(
+        env.observation_space, env.action_space, PolicyConfig(core=core, shared_core=shared_core)
+    )
+    obs, _ = env.reset(seed=0)
+    state, episode_start = None, True
+    for _ in range(30):
+        action, state = policy.act(obs, state, episode_start)
+        assert env.action_space.contains(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        episode_start = terminated or truncated
+        if episode_start:
+            obs, _ = env.reset()
+    expected_tensors = {"lstm": 2, "gru": 1, "none": 0}[core] * (1 if shared_core else 2)
+    assert len(state) == expected_tensors
+
+
+def test_act_batched_matches_single_and_resets():
+    torch.manual_seed(0)
+    env = gym.make("recurrl/CartPoleNoVelocity-v0")
+    policy = ActorCritic(env.observation_space, env.action_space)
+    obs = np.stack([env.observation_space.sample() for _ in range(5)])
+    batch_action, batch_state = policy.act(obs, None, True, deterministic=True)
+    for i in range(5):
+        action, state = policy.act(obs[i], None, True, deterministic=True)
+        assert action == batch_action[i]
+        torch.testing.assert_close(state[0][:, 0], batch_state[0][:, i])
+    # episode_start=True must make the carried state irrelevant.
+    _, fresh = policy.act(obs, None, True)
+    _, reset = policy.act(obs, batch_state, np.ones(5, dtype=bool))
+    torch.testing.assert_close(fresh[0], reset[0])
+
+
+def test_gaussian_head_clips_for_env_and_scores_unclipped_sample():
+    env = gym.make("recurrl/PendulumNoVelocity-v0")
+    policy = ActorCritic(env.observation_space, env.action_space, PolicyConfig(log_std_init=2.0))
+    obs = torch.zeros(64, 2)
+    out = policy.step(obs, policy.initial_state(64), torch.ones(64))
+    assert out.action.abs().max() > 2.0  # std e^2: samples exceed the bounds of [-2, 2]
+    env_action = policy.head.to_env(out.action.numpy())
+    assert env_action.shape == (64, 1) and np.abs(env_action).max() <= 2.0
+    dist, _, _ = policy(obs[None], policy.initial_state(64), torch.ones(1, 64))
+    expected = dist.log_prob(out.action[None]).sum(-1)[0]
+    torch.testing.assert_close(out.log_prob, expected)
+
+
+def test_load_policy_round_trip(tiny_overrides):
+    result = train(load_config("experiments/quickstart.yaml", tiny_overrides), quiet=True)
+    for path in (result.run_dir, result.run_dir / "checkpoints" / "final.pt"):
+        loaded = recurrl.load_policy(path)
+        obs = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+        a, _ = loaded.act(obs, None, True, deterministic=True)
+        b, _ = result.policy.act(obs, None, True, deterministic=True)
+        assert np.array_equal(a, b)
+    torch.testing.assert_close(
+        loaded.obs_normalizer.mean, result.policy.obs_normalizer.mean
+    )  # normalisation statistics travel with the checkpoint
+
+
+def test_checkpoint_refuses_pickled_code_and_garbage(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "recurrl-checkpoint", "evil": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "garbage.pt")
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_truncated_checkpoint_is_refused_and_atomic_write_keeps_old(tmp_path):
+    env = gym.make("recurrl/CartPoleNoVelocity-v0")
+    policy = ActorCritic(env.observation_space, env.action_space)
+    config = to_dict(load_config(None))
+    path = save_checkpoint(tmp_path / "latest.pt", policy, config, 10)
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "cut.pt")
+    assert not (tmp_path / "latest.pt.tmp").exists()
+    assert load_checkpoint(path)["global_step"] == 10
