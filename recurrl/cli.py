@@ -84,7 +84,14 @@ def _eval(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     from recurrl.config import field_docs
 
-    for key, type_name, default, doc in field_docs():
+    rows = field_docs()
+    if args.markdown:
+        print("| key | type | default | meaning |\n|---|---|---|---|")
+        for key, type_name, default, doc in rows:
+            doc = doc.replace("|", "\\|")
+            print(f"| `{key}` | {type_name.replace('|', 'or')} | `{default!r}` | {doc} |")
+        return 0
+    for key, type_name, default, doc in rows:
         print(f"{key:<28} {type_name:<16} {default!r:<30} {doc}")
     return 0
 
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_eval)
 
     keys = commands.add_parser("keys", help="list every config key with its default")
+    keys.add_argument("--markdown", action="store_true", help="as a Markdown table")
     keys.set_defaults(func=_keys)
     envs = commands.add_parser("envs", help="list the registered recurrl environments")
     envs.set_defaults(func=_envs)

@@ -39,7 +39,8 @@ class EnvConfig:
     normalize_reward: bool = False
     """Scale rewards by the running std of the discounted return (episode stats stay raw)."""
     vectorization: str = "auto"
-    """``auto`` (native vector env when the id has one, else sync), ``native``, ``sync``, ``async``."""
+    """``auto`` (the env's native vector env if it has one, else sync), ``native``, ``sync``,
+    ``async``."""
 
 
 @dataclass
@@ -122,6 +123,10 @@ class WandbConfig:
     """W&B entity (user or team); None: the account default."""
     group: str | None = None
     """W&B group (e.g. to group seeds)."""
+    name: str | None = None
+    """W&B run name; None: the experiment ``name``."""
+    notes: str | None = None
+    """W&B run notes."""
     tags: list[str] = field(default_factory=list)
     """W&B tags."""
 
@@ -166,6 +171,8 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -288,7 +295,9 @@ def validate(config: Config) -> None:
     """Check values and combinations; raise ConfigError naming the key."""
     for key, choices in _CHOICES.items():
         if _get(config, key) not in choices:
-            raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {_get(config, key)!r}")
+            raise ConfigError(
+                f"{key}: must be one of {', '.join(choices)}, got {_get(config, key)!r}"
+            )
     for key in _POSITIVE:
         if _get(config, key) <= 0:
             raise ConfigError(f"{key}: must be > 0, got {_get(config, key)!r}")

@@ -28,9 +28,10 @@ def evaluate(
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     envs = make_vector_env(env_config, num_envs)
-    next_step = envs.metadata.get("autoreset_mode") in (None, "NextStep") or getattr(
-        envs.metadata.get("autoreset_mode"), "value", None
-    ) == "NextStep"
+    next_step = (
+        envs.metadata.get("autoreset_mode") in (None, "NextStep")
+        or getattr(envs.metadata.get("autoreset_mode"), "value", None) == "NextStep"
+    )
     device = next(policy.parameters()).device
     obs, _ = envs.reset(seed=seed)
     state = policy.initial_state(num_envs)

@@ -95,7 +95,10 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 class LossTerms(NamedTuple):
-    """Named PPO terms; the caller sums ``policy_loss + vf_coef * value_loss - ent_coef * entropy``."""
+    """Named PPO terms; the caller sums them.
+
+    ``loss = policy_loss + vf_coef * value_loss - ent_coef * entropy``.
+    """
 
     policy_loss: Tensor
     value_loss: Tensor

@@ -48,7 +48,10 @@ def stepwise_loss(policy, rollout, advantages, returns, config, detach_every=Non
         if detach_every and t % detach_every == 0:
             state = tuple(s.detach() for s in state)
         out = policy.evaluate_actions(
-            rollout.obs[t : t + 1], rollout.actions[t : t + 1], state, rollout.episode_start[t : t + 1]
+            rollout.obs[t : t + 1],
+            rollout.actions[t : t + 1],
+            state,
+            rollout.episode_start[t : t + 1],
         )
         state = out.state
         log_probs.append(out.log_prob)
@@ -76,7 +79,9 @@ def gradients(policy, loss):
 @pytest.mark.parametrize("core", ["lstm", "gru"])
 def test_full_rollout_chunk_gradient_equals_full_bptt(core):
     policy, rollout, advantages, returns = collect(core, rollout_len=24, bptt_len=24)
-    config = PPOConfig(rollout_len=24, bptt_len=24, num_minibatches=1, ent_coef=0.01, clip_vloss=True)
+    config = PPOConfig(
+        rollout_len=24, bptt_len=24, num_minibatches=1, ent_coef=0.01, clip_vloss=True
+    )
     # Perturb the parameters so ratios differ from 1 and clipping is active somewhere.
     with torch.no_grad():
         for p in policy.parameters():

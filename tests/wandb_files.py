@@ -58,6 +58,9 @@ def read_offline_run(run_dir: Path) -> dict:
         elif kind == "history":
             items = record.history.item
             history.append(
-                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in items
+                }
             )
     return {"config": config, "history": history}

@@ -6,6 +6,11 @@ torch's (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ...
 ``core.load_state_dict(torch.nn.LSTM(...).state_dict())`` works.
 
 State: LSTM ``(h, c)``, GRU ``h``; each tensor ``[num_layers, B, H]``.
+
+Two implementations compute the same thing: ``"reference"`` (:mod:`recurrl.nn.reference`, the
+readable definition, autograd through the unrolled loop) and ``"fused"`` (:mod:`recurrl.nn.fused`,
+whole-sequence autograd Functions with a hand-written backward). ``impl="auto"`` (the default)
+picks per device the one measured fastest: ``"fused"`` on CPU, ``"reference"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -15,9 +20,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recurrl.nn import reference
+from recurrl.nn import fused, reference
 
 LSTMState = tuple[Tensor, Tensor]
+IMPLEMENTATIONS = ("auto", "fused", "reference")
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """The implementation ``impl`` stands for on ``device`` (``"auto"`` resolved)."""
+    if impl == "auto":
+        return "fused" if device.type == "cpu" else "reference"
+    return impl
 
 
 def _check_inputs(x: Tensor, episode_start: Tensor | None, input_size: int, name: str) -> None:
@@ -40,13 +53,20 @@ def _keep_mask(x: Tensor, episode_start: Tensor | None) -> Tensor:
 class _RecurrentBase(nn.Module):
     gate_multiplier: int = 1
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, impl: str = "auto"
+    ) -> None:
         super().__init__()
         if input_size < 1 or hidden_size < 1 or num_layers < 1:
             raise ValueError(
                 f"{type(self).__name__}: input_size, hidden_size and num_layers must be >= 1, got "
                 f"{input_size}, {hidden_size}, {num_layers}"
             )
+        if impl not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"{type(self).__name__}: impl must be one of {IMPLEMENTATIONS}, got {impl!r}"
+            )
+        self.impl = impl
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -95,8 +115,14 @@ class _RecurrentBase(nn.Module):
                 f"got {list(state.shape)}"
             )
 
+    def _use_fused(self, x: Tensor) -> bool:
+        return resolve_impl(self.impl, x.device) == "fused"
+
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"impl={self.impl!r}"
+        )
 
 
 class LSTM(_RecurrentBase):
@@ -106,6 +132,8 @@ class LSTM(_RecurrentBase):
         input_size: features of ``x``.
         hidden_size: features of ``h`` and ``c``.
         num_layers: stacked layers; every layer resets at the same steps.
+        impl: ``"auto"`` (fastest measured for the device), ``"fused"`` or ``"reference"``; an
+            attribute, so it can also be switched on a built module.
     """
 
     gate_multiplier = 4
@@ -125,19 +153,21 @@ class LSTM(_RecurrentBase):
         self._check_state(h0, x.shape[1])
         self._check_state(c0, x.shape[1])
         keep = _keep_mask(x, episode_start)
+        run_layer = fused.lstm_layer if self._use_fused(x) else reference.lstm_layer_reference
         hs, cs = [], []
         y = x
         for layer in range(self.num_layers):
-            y, h, c = reference.lstm_layer_reference(
-                y, h0[layer], c0[layer], keep, *self.layer_weights(layer)
-            )
+            y, h, c = run_layer(y, h0[layer], c0[layer], keep, *self.layer_weights(layer))
             hs.append(h)
             cs.append(c)
         return y, (torch.stack(hs), torch.stack(cs))
 
 
 class GRU(_RecurrentBase):
-    """Reset-aware multi-layer GRU with ``torch.nn.GRU``'s parameter layout."""
+    """Reset-aware multi-layer GRU with ``torch.nn.GRU``'s parameter layout.
+
+    Args: as :class:`LSTM`.
+    """
 
     gate_multiplier = 3
 
@@ -154,9 +184,10 @@ class GRU(_RecurrentBase):
             state = self.initial_state(x.shape[1], x.device, x.dtype)
         self._check_state(state, x.shape[1])
         keep = _keep_mask(x, episode_start)
+        run_layer = fused.gru_layer if self._use_fused(x) else reference.gru_layer_reference
         hs = []
         y = x
         for layer in range(self.num_layers):
-            y, h = reference.gru_layer_reference(y, state[layer], keep, *self.layer_weights(layer))
+            y, h = run_layer(y, state[layer], keep, *self.layer_weights(layer))
             hs.append(h)
         return y, torch.stack(hs)

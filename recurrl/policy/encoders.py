@@ -69,4 +69,3 @@ def make_encoder(space: spaces.Space, sizes: list[int], activation: str) -> nn.M
         f"observation space {space} is not supported yet: use a Box or Discrete observation "
         f"(e.g. gymnasium.wrappers.FlattenObservation)"
     )
-

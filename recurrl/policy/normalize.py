@@ -43,4 +43,6 @@ class RunningNormalizer(nn.Module):
             return x
         scale = (self.var + self.epsilon).sqrt()
         normalised = (x.double() - self.mean) / scale
-        return normalised.clamp(-self.clip, self.clip).to(x.dtype if x.is_floating_point() else torch.float32)
+        return normalised.clamp(-self.clip, self.clip).to(
+            x.dtype if x.is_floating_point() else torch.float32
+        )
