@@ -111,6 +111,22 @@ class RunConfig:
     """Write ``checkpoints/latest.pt`` every this many env steps (and at the end)."""
     torch_threads: int = 0
     """``torch.set_num_threads`` for the run (0: leave torch's default)."""
+    keep_checkpoints: int = 0
+    """Also keep the last N step-stamped ``checkpoints/step-<global_step>.pt`` (0: none)."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    """Evaluate on separate envs every this many env steps (0: never); logged as ``eval_*``."""
+    episodes: int = 10
+    """Episodes per periodic evaluation."""
+    deterministic: bool = True
+    """Greedy actions (True) or sampled actions (False) for ``eval_return_mean``."""
+    both_modes: bool = False
+    """Also evaluate the other mode (``eval_stochastic_*`` or ``eval_deterministic_*``)."""
+    seed: int = 10_000
+    """Seed of the evaluation envs (the same episodes at every evaluation)."""
 
 
 @dataclass
@@ -129,12 +145,16 @@ class WandbConfig:
     """W&B run notes."""
     tags: list[str] = field(default_factory=list)
     """W&B tags."""
+    log_checkpoints: bool = False
+    """Upload checkpoints (latest, best, final) as W&B model artifacts."""
 
 
 @dataclass
 class TrackingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """Weights & Biases settings."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to ``<run.dir>/tensorboard`` (needs ``tensorboard``)."""
 
 
 @dataclass
@@ -153,6 +173,8 @@ class Config:
     """PPO and truncated-BPTT settings."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run folder and checkpoints."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Periodic evaluation during training."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """Experiment tracking."""
 
@@ -281,6 +303,7 @@ _POSITIVE = (
     "ppo.learning_rate",
     "ppo.adam_eps",
     "run.checkpoint_every",
+    "eval.episodes",
 )
 
 
@@ -319,8 +342,9 @@ def validate(config: Config) -> None:
             f"ppo.num_minibatches={ppo.num_minibatches} exceeds the {config.num_chunks} "
             f"sequences per update (env.num_envs * ppo.rollout_len / ppo.bptt_len)"
         )
-    if config.run.torch_threads < 0:
-        raise ConfigError(f"run.torch_threads: must be >= 0, got {config.run.torch_threads}")
+    for key in ("run.torch_threads", "run.keep_checkpoints", "eval.every"):
+        if _get(config, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {_get(config, key)}")
     device = config.device
     if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
         raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
