@@ -275,3 +275,43 @@ class Collector:
         lengths.extend(self.running_length[finished].tolist())
         self.running_return[finished] = 0.0
         self.running_length[finished] = 0
+
+    def state_dict(self) -> dict:
+        """The live state between rollouts, as tensors and plain data (for exact resume).
+
+        Holds the current observation, recurrent state, ``episode_start``, the NEXT_STEP
+        pending resets, the running episode returns/lengths and the reward scaler's statistics.
+        It describes the envs' current episodes, so it only makes sense together with the envs'
+        own state (see ``recurrl.resume``).
+        """
+        scaler = None
+        if self.reward_scaler is not None:  # numpy scalars -> Python numbers (weights_only)
+            scaler = {
+                key: value.item() if isinstance(value, np.generic) else value
+                for key, value in self.reward_scaler.state_dict().items()
+            }
+        return {
+            "obs": self.obs.cpu(),
+            "state": tuple(s.cpu() for s in self.state),
+            "episode_start": self.episode_start.cpu(),
+            "pending_reset": torch.from_numpy(self.pending_reset.copy()),
+            "running_return": torch.from_numpy(self.running_return.copy()),
+            "running_length": torch.from_numpy(self.running_length.copy()),
+            "reward_scaler": scaler,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; shapes must match this collector's envs and policy."""
+        if tuple(state["obs"].shape) != tuple(self.obs.shape):
+            raise ValueError(
+                f"collector state has observations {tuple(state['obs'].shape)}, "
+                f"these envs give {tuple(self.obs.shape)}"
+            )
+        self.obs = state["obs"].to(self.device)
+        self.state = tuple(s.to(self.device) for s in state["state"])
+        self.episode_start = state["episode_start"].to(self.device)
+        self.pending_reset = state["pending_reset"].numpy().copy()
+        self.running_return = state["running_return"].numpy().copy()
+        self.running_length = state["running_length"].numpy().copy()
+        if self.reward_scaler is not None and state["reward_scaler"] is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
