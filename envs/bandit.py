@@ -15,7 +15,7 @@ class Bandit(Task):
         super().__init__(num_envs)
         if num_arms < 2 or horizon < 1:
             raise ValueError(f"Bandit: need num_arms >= 2, horizon >= 1, got {num_arms}, {horizon}")
-        self.num_arms, self.max_episode_steps = num_arms, horizon
+        self.num_arms, self.horizon = num_arms, horizon
         self.observation_space = spaces.Box(0.0, 1.0, shape=(num_arms + 1,), dtype=np.float32)
         self.action_space = spaces.Discrete(num_arms)
         # Observation by index: 0 first step (nothing yet), 1 + 2 * arm + success afterwards.
@@ -37,8 +37,8 @@ class Bandit(Task):
         success = uniform(draw(self.episode_keys, self.elapsed)) < p
         self.elapsed += 1
         obs = self._observations.take(1 + 2 * actions + success, axis=0)
-        terminated = self.elapsed >= self.max_episode_steps
-        return obs, success / self.max_episode_steps, terminated, np.zeros_like(terminated)
+        terminated = self.elapsed >= self.horizon
+        return obs, success / self.horizon, terminated, np.zeros_like(terminated)
 
 
 def oracle_return(num_arms: int) -> float:

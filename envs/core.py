@@ -99,8 +99,8 @@ class Task:
 
     observation_space: gym.Space
     action_space: gym.Space
-    max_episode_steps: int
-    """Longest possible episode; every episode terminates by then."""
+    horizon: int
+    """Longest possible episode (steps); every episode terminates by then."""
 
     def __init__(self, num_envs: int) -> None:
         if num_envs < 1:

@@ -21,7 +21,7 @@ class CueRecall(Task):
                 f"CueRecall: need 1 <= num_bits <= 64 and delay >= 0, got {num_bits=}, {delay=}"
             )
         self.num_bits, self.delay = num_bits, delay
-        self.max_episode_steps = delay + 2
+        self.horizon = delay + 2
         self.observation_space = spaces.Box(0.0, 1.0, shape=(2 * num_bits + 2,), dtype=np.float32)
         self.action_space = spaces.Discrete(2)
         self._num_bytes = (num_bits + 7) // 8

@@ -53,7 +53,7 @@ class MemoryGrid(Task):
                 f"both cue and candidates), num_colors >= 2; got {view=}, {length=}, {num_colors=}"
             )
         self.length, self.view, self.num_colors = length, view, num_colors
-        self.max_episode_steps = 8 * (length + 2) if time_budget is None else time_budget
+        self.horizon = 8 * (length + 2) if time_budget is None else time_budget
         grid = _layout(length)
         cells = [tuple(c) for c in np.argwhere(grid == FLOOR)]  # walkable positions
         self._start = cells.index(START)
@@ -88,7 +88,7 @@ class MemoryGrid(Task):
         touched = self._touch.take(move)  # 0 nothing, 1 top candidate, 2 bottom candidate
         self.position = self._next.take(move)
         self.elapsed += 1
-        out_of_time = (self.elapsed >= self.max_episode_steps) & (touched == 0)
+        out_of_time = (self.elapsed >= self.horizon) & (touched == 0)
         reward = np.where(touched == self.matching_side, 1.0, -1.0)
         reward[(touched == 0) & ~out_of_time] = 0.0
         obs = self._observe(self.config, self.position)

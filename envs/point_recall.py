@@ -23,7 +23,7 @@ class PointRecall(Task):
                 f"goal reachable), got {delay=}, {travel_steps=}, {max_speed=}"
             )
         self.delay, self.max_speed = delay, max_speed
-        self.max_episode_steps = 1 + delay + travel_steps
+        self.horizon = 1 + delay + travel_steps
         low = np.array([-1, -1, -1, -1, 0], dtype=np.float32)
         self.observation_space = spaces.Box(low, np.ones(5, np.float32), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
@@ -59,7 +59,7 @@ class PointRecall(Task):
         self.elapsed += 1
         obs = np.zeros((self.num_envs, 5), dtype=np.float32)
         obs[:, :2] = self.position
-        terminated = self.elapsed >= self.max_episode_steps
+        terminated = self.elapsed >= self.horizon
         return obs, reward, terminated, np.zeros_like(terminated)
 
 

@@ -18,7 +18,7 @@ class RepeatPrevious(Task):
                 f"RepeatPrevious: need num_symbols >= 2, lag >= 1, length > lag, got "
                 f"{num_symbols=}, {lag=}, {length=}"
             )
-        self.num_symbols, self.lag, self.max_episode_steps = num_symbols, lag, length
+        self.num_symbols, self.lag, self.horizon = num_symbols, lag, length
         self.step_reward = 1.0 / (length - lag)  # so that a return lies in [-1, 1]
         self.observation_space = spaces.Box(0.0, 1.0, shape=(num_symbols,), dtype=np.float32)
         self.action_space = spaces.Discrete(num_symbols)
@@ -41,7 +41,7 @@ class RepeatPrevious(Task):
         reward[t < self.lag] = 0.0
         self.elapsed += 1
         obs = self._one_hot.take(self.symbols(self.episode_keys, self.elapsed), axis=0)
-        terminated = self.elapsed >= self.max_episode_steps
+        terminated = self.elapsed >= self.horizon
         return obs, reward, terminated, np.zeros_like(terminated)
 
 

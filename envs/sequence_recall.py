@@ -18,7 +18,7 @@ class SequenceRecall(Task):
                 f"SequenceRecall: need length >= 1, num_symbols >= 2, got {length=}, {num_symbols=}"
             )
         self.length, self.num_symbols = length, num_symbols
-        self.max_episode_steps = 2 * length
+        self.horizon = 2 * length
         self.observation_space = spaces.Box(0.0, 1.0, shape=(num_symbols + 2,), dtype=np.float32)
         self.action_space = spaces.Discrete(num_symbols)
         # Observation by index: symbol s < num_symbols shown (with the show flag), num_symbols
@@ -45,7 +45,7 @@ class SequenceRecall(Task):
         reward = np.where(actions == target, 1.0 / self.length, -1.0 / self.length)
         reward[position < 0] = 0.0
         self.elapsed += 1
-        terminated = self.elapsed >= self.max_episode_steps
+        terminated = self.elapsed >= self.horizon
         obs = self._observe_at(self.episode_keys, self.elapsed)
         return obs, reward, terminated, np.zeros_like(terminated)
 

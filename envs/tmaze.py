@@ -22,8 +22,8 @@ class TMaze(Task):
         if length < 1:
             raise ValueError(f"TMaze: length must be >= 1, got {length}")
         self.length = length
-        self.max_episode_steps = 2 * (length + 1) if time_budget is None else time_budget
-        if self.max_episode_steps < length + 1:
+        self.horizon = 2 * (length + 1) if time_budget is None else time_budget
+        if self.horizon < length + 1:
             raise ValueError(f"TMaze: time_budget must be >= length + 1 = {length + 1}")
         self.bump_penalty = 1.0 / (length + 1)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
@@ -47,7 +47,7 @@ class TMaze(Task):
         moved = forward & ~at_junction
         self.position += moved
         self.elapsed += 1
-        out_of_time = (self.elapsed >= self.max_episode_steps) & ~turned
+        out_of_time = (self.elapsed >= self.horizon) & ~turned
         answer = np.where(actions == self.goal, 1.0, -1.0)
         reward = np.where(turned, answer, np.where(moved, 0.0, -self.bump_penalty))
         reward[out_of_time] = -1.0
