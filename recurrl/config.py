@@ -41,6 +41,9 @@ class EnvConfig:
     vectorization: str = "auto"
     """``auto`` (the env's native vector env if it has one, else sync), ``native``, ``sync``,
     ``async``."""
+    wrappers: list[dict[str, Any]] = field(default_factory=list)
+    """Wrappers applied to each single env, in order: ``{path: "package.module:Class", kwargs:
+    {...}}`` (imported by path; ``auto`` vectorization then uses sync)."""
 
 
 @dataclass
@@ -61,6 +64,20 @@ class PolicyConfig:
     """Encoder activation: ``tanh`` or ``relu``."""
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian head (Box actions)."""
+    squash_actions: bool = False
+    """Box actions: squash the Gaussian sample by tanh and rescale it to the bounds (log-prob
+    includes the Jacobian) instead of clipping it."""
+    encoder: str = "auto"
+    """Observation encoder: ``auto`` (CNN for uint8 HxWxC / CxHxW images, MLP otherwise),
+    ``mlp`` or ``cnn`` (a CNN for every 2-d / 3-d Box part)."""
+    prev_action: bool = False
+    """Feed the previous action (one-hot if discrete) into the core; zero at episode starts."""
+    prev_reward: bool = False
+    """Feed the previous (raw) reward into the core; zero at episode starts."""
+    layer_norm: bool = False
+    """Layer-normalised LSTM / GRU cells."""
+    learned_initial_state: bool = False
+    """Train the initial recurrent state (reset to it at episode starts) instead of zeros."""
 
 
 @dataclass
@@ -288,6 +305,7 @@ _CHOICES = {
     "env.vectorization": ("auto", "native", "sync", "async"),
     "policy.core": ("lstm", "gru", "none"),
     "policy.activation": ("tanh", "relu"),
+    "policy.encoder": ("auto", "mlp", "cnn"),
     "tracking.wandb.mode": ("disabled", "offline", "online"),
 }
 
@@ -350,6 +368,22 @@ def validate(config: Config) -> None:
         raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
     if not config.env.id:
         raise ConfigError("env.id: must not be empty")
+    _validate_wrappers(config.env.wrappers)
+
+
+def _validate_wrappers(wrappers: list[dict[str, Any]]) -> None:
+    """Each ``env.wrappers[i]`` is ``{path: "module:Class", kwargs: {...}}`` (kwargs optional)."""
+    for i, wrapper in enumerate(wrappers):
+        key = f"env.wrappers[{i}]"
+        unknown = sorted(set(wrapper) - {"path", "kwargs"})
+        if unknown:
+            raise ConfigError(f"{key}: unknown key {unknown[0]!r} (expected path and kwargs)")
+        path = wrapper.get("path")
+        module, _, name = path.partition(":") if isinstance(path, str) else ("", "", "")
+        if not module or not name:
+            raise ConfigError(f"{key}.path: expected 'package.module:Class', got {path!r}")
+        if not isinstance(wrapper.get("kwargs", {}), dict):
+            raise ConfigError(f"{key}.kwargs: expected a mapping, got {wrapper['kwargs']!r}")
 
 
 # --- entry points ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import torch
 from recurrl.config import EnvConfig
 from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
+from recurrl.policy.inputs import null_action
+from recurrl.policy.tree import as_observation
 
 
 @torch.inference_mode()
@@ -36,17 +38,22 @@ def evaluate(
     obs, _ = envs.reset(seed=seed)
     state = policy.initial_state(num_envs)
     episode_start = np.ones(num_envs, dtype=bool)
+    prev_action = torch.as_tensor(null_action(policy.action_space, num_envs), device=device)
+    prev_reward = torch.zeros(num_envs, dtype=policy.dtype, device=device)
     skip = np.zeros(num_envs, dtype=bool)  # NEXT_STEP: the coming step only resets
     running = np.zeros(num_envs)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
     try:
         while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
             starts = torch.as_tensor(episode_start, dtype=torch.float32, device=device)
-            out = policy.step(torch.as_tensor(obs, device=device), state, starts, deterministic)
-            state = out.state
-            obs, reward, terminated, truncated, _ = envs.step(
-                policy.head.to_env(out.action.cpu().numpy())
+            out = policy.step(
+                as_observation(obs, device), state, starts, deterministic, prev_action, prev_reward
             )
+            state = out.state
+            action = policy.head.to_env(out.action.cpu().numpy())
+            obs, reward, terminated, truncated, _ = envs.step(action)
+            prev_action = torch.as_tensor(action, device=device)
+            prev_reward = torch.as_tensor(reward, dtype=policy.dtype, device=device)
             running += np.where(skip, 0.0, reward)
             done = (terminated | truncated) & ~skip
             for i in np.flatnonzero(done):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 
@@ -29,20 +31,77 @@ def resolve_env_id(env_id: str) -> str:
     return env_id
 
 
+def import_wrapper(index: int, path: str) -> Callable[..., gym.Env]:
+    """Import ``env.wrappers[index].path`` = ``"package.module:Class"`` (never evaluated)."""
+    module_name, _, attribute = path.partition(":")
+    key = f"env.wrappers[{index}]"
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:  # any import failure is the user's module, name it
+        raise ConfigError(
+            f"{key}: cannot import module {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(f"{key}: module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(f"{key}: {path!r} is not a class or callable")
+    return target
+
+
+class WrapperFactory:
+    """``env -> wrapper(env, **kwargs)`` for ``env.wrappers[index]`` (picklable, for async)."""
+
+    def __init__(self, index: int, path: str, kwargs: dict[str, Any]) -> None:
+        self.index, self.path, self.kwargs = index, path, kwargs
+        self.wrapper = import_wrapper(index, path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"index": self.index, "path": self.path, "kwargs": self.kwargs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["index"], state["path"], state["kwargs"])
+
+    def __call__(self, env: gym.Env) -> gym.Env:
+        try:
+            return self.wrapper(env, **self.kwargs)
+        except TypeError as error:
+            raise ConfigError(
+                f"env.wrappers[{self.index}]: {self.path} rejected its arguments: {error}"
+            ) from None
+
+
+def make_wrappers(config: EnvConfig) -> list[WrapperFactory]:
+    """The ``env.wrappers`` list as wrapper functions, imported now so errors come first."""
+    return [
+        WrapperFactory(i, wrapper["path"], dict(wrapper.get("kwargs") or {}))
+        for i, wrapper in enumerate(config.wrappers)
+    ]
+
+
 def make_vector_env(config: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
     """A ``VectorEnv`` of ``num_envs`` (default ``config.num_envs``) copies.
 
     ``auto`` uses the env's own batched implementation when it registers one, otherwise
     Gymnasium's ``SyncVectorEnv`` in SAME_STEP autoreset mode (no wasted reset steps).
+    ``env.wrappers`` wrap each single env, so they need sync or async vectorization (``auto``
+    picks sync).
     """
     env_id = resolve_env_id(config.id)
+    wrappers = make_wrappers(config)
     num_envs = num_envs or config.num_envs
     spec = gym.spec(env_id)
     mode = config.vectorization
     if mode == "auto":
-        mode = "native" if spec.vector_entry_point is not None else "sync"
+        mode = "native" if spec.vector_entry_point is not None and not wrappers else "sync"
     if mode == "native" and spec.vector_entry_point is None:
         raise ConfigError(f"env.vectorization: {env_id} has no native vector implementation")
+    if mode == "native" and wrappers:
+        raise ConfigError(
+            "env.wrappers: a native vector env has no single envs to wrap; "
+            "use env.vectorization=sync (or async)"
+        )
     try:
         if mode == "native":
             return gym.make_vec(
@@ -53,6 +112,7 @@ def make_vector_env(config: EnvConfig, num_envs: int | None = None) -> gym.vecto
             num_envs=num_envs,
             vectorization_mode=mode,
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            wrappers=wrappers or None,
             **config.kwargs,
         )
     except TypeError as error:

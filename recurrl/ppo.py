@@ -17,13 +17,18 @@ from torch import Tensor
 from recurrl.config import PPOConfig
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
+from recurrl.policy.tree import Observation, tree_map
 from recurrl.rollout import Rollout
 
 
 class Sequences(NamedTuple):
-    """Training sequences ``[L, S, ...]`` (S = K * B chunks) and their start states."""
+    """Training sequences ``[L, S, ...]`` (S = K * B chunks) and their start states.
 
-    obs: Tensor
+    ``obs`` is a :class:`~recurrl.policy.tree.TensorTree` for ``Dict``/``Tuple`` observations;
+    ``prev_actions`` / ``prev_rewards`` (the previous step's env action and reward) may be None.
+    """
+
+    obs: Observation
     actions: Tensor
     log_probs: Tensor
     values: Tensor
@@ -31,16 +36,23 @@ class Sequences(NamedTuple):
     returns: Tensor
     episode_start: Tensor
     valid: Tensor
+    prev_actions: Tensor | None
+    prev_rewards: Tensor | None
     start_states: State  # each [num_layers, S, H]
 
     def select(self, index: Tensor) -> Sequences:
         """The sequences at ``index`` (into S)."""
-        fields = [x.index_select(1, index) for x in self[:-1]]
+        fields = [None if x is None else x.index_select(1, index) for x in self[:-1]]
         return Sequences(*fields, tuple(s.index_select(1, index) for s in self.start_states))
 
 
-def to_chunks(x: Tensor, bptt_len: int) -> Tensor:
-    """``[T, B, ...] -> [L, K * B, ...]``; sequence ``s = k * B + b`` is env b's chunk k."""
+def to_chunks(x: Observation | None, bptt_len: int) -> Observation | None:
+    """``[T, B, ...] -> [L, K * B, ...]``; sequence ``s = k * B + b`` is env b's chunk k.
+
+    Trees are cut leaf by leaf; None stays None.
+    """
+    if x is None or not isinstance(x, Tensor):
+        return None if x is None else tree_map(lambda leaf: to_chunks(leaf, bptt_len), x)
     T, B = x.shape[:2]
     K = T // bptt_len
     chunks = x.reshape(K, bptt_len, B, *x.shape[2:])  # (K, L, B, ...)
@@ -67,6 +79,8 @@ def make_sequences(rollout: Rollout, advantages: Tensor, returns: Tensor, bptt_l
         returns,
         rollout.episode_start,
         rollout.valid,
+        rollout.prev_actions,
+        rollout.prev_rewards,
     )
     return Sequences(
         *(to_chunks(x, bptt_len) for x in parts), chunk_states_to_batch(rollout.chunk_states)
@@ -82,10 +96,13 @@ def refresh_start_states(policy: ActorCritic, rollout: Rollout, bptt_len: int) -
     """
     state = tuple(s[0] for s in rollout.chunk_states)
     saved = []
-    for start in range(0, rollout.obs.shape[0], bptt_len):
+    for start in range(0, rollout.valid.shape[0], bptt_len):
         saved.append(state)
-        stop = start + bptt_len
-        _, _, state = policy(rollout.obs[start:stop], state, rollout.episode_start[start:stop])
+        window = slice(start, start + bptt_len)
+        previous = [
+            None if x is None else x[window] for x in (rollout.prev_actions, rollout.prev_rewards)
+        ]
+        _, _, state = policy(rollout.obs[window], state, rollout.episode_start[window], *previous)
     stacked = tuple(torch.stack(parts) for parts in zip(*saved, strict=True))
     return chunk_states_to_batch(stacked)
 
@@ -149,7 +166,14 @@ def minibatch_loss(
     policy: ActorCritic, batch: Sequences, config: PPOConfig
 ) -> tuple[Tensor, LossTerms]:
     """Replay ``batch`` from its start states and return ``(total loss, terms)``."""
-    out = policy.evaluate_actions(batch.obs, batch.actions, batch.start_states, batch.episode_start)
+    out = policy.evaluate_actions(
+        batch.obs,
+        batch.actions,
+        batch.start_states,
+        batch.episode_start,
+        batch.prev_actions,
+        batch.prev_rewards,
+    )
     terms = ppo_loss(
         out.log_prob,
         out.entropy,
@@ -174,8 +198,8 @@ def update(
 ) -> dict[str, float]:
     """``update_epochs`` passes of minibatch PPO over the rollout's TBPTT sequences."""
     sequences = make_sequences(rollout, advantages, returns, config.bptt_len)
-    num_sequences = sequences.obs.shape[1]
-    device = sequences.obs.device
+    num_sequences = sequences.valid.shape[1]
+    device = sequences.valid.device
     history: list[LossTerms] = []
     for epoch in range(config.update_epochs):
         if config.refresh_states and epoch > 0:

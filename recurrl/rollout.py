@@ -26,6 +26,8 @@ from torch import Tensor
 
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
+from recurrl.policy.inputs import null_action
+from recurrl.policy.tree import Observation, as_observation, stack_observations, tree_map
 
 
 def generalized_advantage_estimate(
@@ -108,9 +110,14 @@ class RewardScaler:
 
 @dataclass
 class Rollout:
-    """``T`` steps of ``B`` envs; all tensors time-major ``[T, B, ...]`` on the policy's device."""
+    """``T`` steps of ``B`` envs; all tensors time-major ``[T, B, ...]`` on the policy's device.
 
-    obs: Tensor
+    ``obs`` is a :class:`~recurrl.policy.tree.TensorTree` for ``Dict``/``Tuple`` observations.
+    ``prev_actions[t]`` / ``prev_rewards[t]`` are the env action and raw reward of step ``t - 1``
+    (the policy zeroes them where ``episode_start`` is set).
+    """
+
+    obs: Observation
     actions: Tensor
     log_probs: Tensor
     values: Tensor
@@ -123,6 +130,8 @@ class Rollout:
     chunk_states: State  # each [K, num_layers, B, H]: state before steps 0, L, 2L, ...
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
+    prev_actions: Tensor | None = None
+    prev_rewards: Tensor | None = None
 
 
 def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
@@ -133,10 +142,13 @@ def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
     return mode == "NextStep"
 
 
-def _final_observations(info: dict, rows: np.ndarray) -> np.ndarray:
-    """Stack ``info["final_obs"]`` for ``rows`` (an object array, or an array, per env)."""
+def _final_observations(info: dict, rows: np.ndarray):
+    """Stack ``info["final_obs"]`` for ``rows`` (an object array or a dense array / dict / tuple
+    of arrays; nested observations come back as a dict / tuple of stacked arrays)."""
     final = info["final_obs"]
-    return np.stack([np.asarray(final[i]) for i in rows])
+    if isinstance(final, dict | tuple):
+        return tree_map(lambda x: np.asarray(x)[rows], final)
+    return stack_observations([final[i] for i in rows])
 
 
 class Collector:
@@ -168,8 +180,12 @@ class Collector:
         self.device = next(policy.parameters()).device
         self.next_step_autoreset = _autoreset_is_next_step(envs)
         obs, _ = envs.reset(seed=seed)
-        self.obs = torch.as_tensor(obs, device=self.device)
+        self.obs = as_observation(obs, self.device)
         self.episode_start = torch.ones(self.num_envs, device=self.device, dtype=policy.dtype)
+        # Env action and raw reward of the last step (core inputs with policy.prev_*).
+        action = null_action(policy.action_space, self.num_envs)
+        self.prev_action = torch.as_tensor(action, device=self.device)
+        self.prev_reward = torch.zeros(self.num_envs, device=self.device, dtype=policy.dtype)
         self.pending_reset = np.zeros(self.num_envs, dtype=bool)
         self.state = policy.initial_state(self.num_envs)
         self.running_return = np.zeros(self.num_envs, dtype=np.float64)
@@ -182,8 +198,13 @@ class Collector:
         def zeros(*shape, dtype=self.policy.dtype) -> Tensor:
             return torch.zeros(T, B, *shape, dtype=dtype, device=dev)
 
+        def like(x: Tensor) -> Tensor:
+            return torch.zeros(T, *x.shape, dtype=x.dtype, device=dev)  # (T, B, ...)
+
         return {
-            "obs": torch.zeros(T, *self.obs.shape, dtype=self.obs.dtype, device=dev),
+            "obs": tree_map(like, self.obs),
+            "prev_actions": like(self.prev_action),
+            "prev_rewards": zeros(),
             "actions": zeros(*head.action_shape, dtype=head.action_dtype),
             **{k: zeros() for k in ("log_probs", "values", "rewards", "terminated")},
             **{k: zeros() for k in ("truncated", "episode_start", "valid", "bootstrap")},
@@ -211,24 +232,20 @@ class Collector:
                 chunk_states.append(self.state)
             valid = ~self.pending_reset
             buf["obs"][t] = self.obs
+            buf["prev_actions"][t] = self.prev_action
+            buf["prev_rewards"][t] = self.prev_reward
             buf["episode_start"][t] = self.episode_start
             buf["valid"][t] = torch.as_tensor(valid)
-            out = self.policy.step(self.obs, self.state, self.episode_start)
-            action = out.action.cpu().numpy()
-            next_obs, reward, terminated, truncated, info = self.envs.step(
-                self.policy.head.to_env(action)
-            )
+            previous = (self.prev_action, self.prev_reward)
+            out = self.policy.step(self.obs, self.state, self.episode_start, False, *previous)
+            env_action = self.policy.head.to_env(out.action.cpu().numpy())
+            next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            self.prev_action = torch.as_tensor(env_action, device=self.device)
+            self.prev_reward = torch.as_tensor(reward, device=self.device, dtype=self.policy.dtype)
             buf["actions"][t] = out.action
             buf["log_probs"][t] = out.log_prob
             buf["values"][t] = out.value
-            done = np.logical_or(terminated, truncated)
-            if self.reward_scaler is not None:
-                stored_reward = self.reward_scaler(reward, done & valid, valid)
-            else:
-                stored_reward = reward
-            buf["rewards"][t] = torch.as_tensor(stored_reward)
-            buf["terminated"][t] = torch.as_tensor(terminated)
-            buf["truncated"][t] = torch.as_tensor(truncated)
+            done = self._store_outcome(buf, t, reward, terminated, truncated, valid)
             self._count_episodes(reward, done, valid, returns, lengths)
             if self.next_step_autoreset:
                 next_start = self.pending_reset  # after a reset-only step comes a new episode
@@ -239,12 +256,14 @@ class Collector:
                     rows = np.flatnonzero(truncated)
                     buf["bootstrap"][t, rows] = self._final_values(info, rows, out.state)
             self.state = out.state
-            self.obs = torch.as_tensor(next_obs, device=self.device)
+            self.obs = as_observation(next_obs, self.device)
             self.episode_start = torch.as_tensor(
                 next_start, dtype=self.policy.dtype, device=self.device
             )
         next_values = buf.pop("bootstrap")  # (T, B); truncated rows already hold V(final obs)
-        last_value = self.policy.value(self.obs, self.state, self.episode_start)
+        last_value = self.policy.value(
+            self.obs, self.state, self.episode_start, self.prev_action, self.prev_reward
+        )
         following = torch.cat([buf["values"][1:], last_value.unsqueeze(0)])  # (T, B)
         if self.next_step_autoreset:
             next_values.copy_(following)  # the final obs's value is the next stored value
@@ -259,13 +278,28 @@ class Collector:
             episode_lengths=lengths,
         )
 
+    def _store_outcome(self, buf, t: int, reward, terminated, truncated, valid) -> np.ndarray:
+        """Store step ``t``'s (scaled) reward and episode ends; returns ``done`` ``[B]``."""
+        done = np.logical_or(terminated, truncated)
+        if self.reward_scaler is not None:
+            reward = self.reward_scaler(reward, done & valid, valid)
+        buf["rewards"][t] = torch.as_tensor(reward)
+        buf["terminated"][t] = torch.as_tensor(terminated)
+        buf["truncated"][t] = torch.as_tensor(truncated)
+        return done
+
     def _final_values(self, info: dict, rows: np.ndarray, state: State) -> Tensor:
-        """Values of the final observations of truncated ``rows`` (SAME_STEP autoreset)."""
-        final_obs = torch.as_tensor(_final_observations(info, rows), device=self.device)
+        """Values of the final observations of truncated ``rows`` (SAME_STEP autoreset).
+
+        Called right after the step, so ``state`` and the previous action / reward are those the
+        final observation was reached with.
+        """
+        final_obs = as_observation(_final_observations(info, rows), self.device)
         index = torch.as_tensor(rows, device=self.device)
         row_state = tuple(s.index_select(1, index) for s in state)
         no_reset = torch.zeros(len(rows), device=self.device, dtype=self.policy.dtype)
-        return self.policy.value(final_obs, row_state, no_reset)
+        previous = (self.prev_action[index], self.prev_reward[index])
+        return self.policy.value(final_obs, row_state, no_reset, *previous)
 
     def _count_episodes(self, reward, done, valid, returns: list, lengths: list) -> None:
         self.running_return += np.where(valid, reward, 0.0)

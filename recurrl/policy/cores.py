@@ -3,22 +3,30 @@
 ``core(x[T, B, F], state, episode_start[T, B]) -> (y[T, B, H], state)`` where ``state`` is always
 a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU, ``()`` for the
 memoryless core. Acting is the same call with ``T = 1``.
+
+Options: ``layer_norm`` swaps in the layer-normalised cells of :mod:`recurrl.policy.layernorm`;
+``learned_initial_state`` wraps a core in :class:`LearnedInitialState`.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from recurrl import nn as rnn
 from recurrl.policy.encoders import ACTIVATIONS, layer_init
+from recurrl.policy.layernorm import LayerNormGRU, LayerNormLSTM
 
 State = tuple[Tensor, ...]
 
 
 class LSTMCore(nn.Module):
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
+    def __init__(
+        self, in_features: int, hidden_size: int, num_layers: int, layer_norm: bool = False
+    ) -> None:
         super().__init__()
-        self.rnn = rnn.LSTM(in_features, hidden_size, num_layers)
+        lstm = LayerNormLSTM if layer_norm else rnn.LSTM
+        self.rnn = lstm(in_features, hidden_size, num_layers)
         self.out_features = hidden_size
 
     def initial_state(self, batch_size: int) -> State:
@@ -30,9 +38,12 @@ class LSTMCore(nn.Module):
 
 
 class GRUCore(nn.Module):
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
+    def __init__(
+        self, in_features: int, hidden_size: int, num_layers: int, layer_norm: bool = False
+    ) -> None:
         super().__init__()
-        self.rnn = rnn.GRU(in_features, hidden_size, num_layers)
+        gru = LayerNormGRU if layer_norm else rnn.GRU
+        self.rnn = gru(in_features, hidden_size, num_layers)
         self.out_features = hidden_size
 
     def initial_state(self, batch_size: int) -> State:
@@ -60,11 +71,65 @@ class FeedForwardCore(nn.Module):
         return self.net(x), ()
 
 
-def make_core(kind: str, in_features: int, hidden_size: int, num_layers: int, activation: str):
-    if kind == "lstm":
-        return LSTMCore(in_features, hidden_size, num_layers)
-    if kind == "gru":
-        return GRUCore(in_features, hidden_size, num_layers)
+class LearnedInitialState(nn.Module):
+    """A core whose initial state is a trained parameter instead of zeros.
+
+    Wherever ``episode_start[t, b] = 1`` the state of row ``b`` becomes the learned state before
+    step ``t`` (mid-sequence too). The wrapped core only resets to zeros, so the sequence is run
+    in segments that each begin at a step where some row starts an episode: there the learned
+    state is put in, and the segment runs with no resets. Acting (``T = 1``) is one call;
+    training costs one core call per distinct reset step in the chunk.
+
+    Args:
+        core: a core with the common interface and a non-empty state.
+    """
+
+    def __init__(self, core: nn.Module) -> None:
+        super().__init__()
+        self.core = core
+        self.out_features = core.out_features
+        self.initial = nn.ParameterList(
+            nn.Parameter(torch.zeros_like(s)) for s in core.initial_state(1)
+        )  # each (num_layers, 1, H)
+
+    def initial_state(self, batch_size: int) -> State:
+        """The learned state, detached, for ``batch_size`` rows."""
+        return tuple(p.detach().expand(-1, batch_size, -1).clone() for p in self.initial)
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        starts = episode_start.bool()  # (T, B)
+        reset_steps = starts.any(1).nonzero().flatten().tolist()
+        bounds = sorted({0, *reset_steps, x.shape[0]})
+        no_reset = torch.zeros_like(episode_start)
+        outputs = []
+        for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+            rows = starts[begin].view(1, -1, 1)  # (1, B, 1)
+            pairs = zip(self.initial, state, strict=True)
+            state = tuple(torch.where(rows, p.to(s.dtype), s) for p, s in pairs)
+            y, state = self.core(x[begin:end], state, no_reset[begin:end])
+            outputs.append(y)
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0], state
+
+
+def make_core(
+    kind: str,
+    in_features: int,
+    hidden_size: int,
+    num_layers: int,
+    activation: str,
+    layer_norm: bool = False,
+    learned_initial_state: bool = False,
+) -> nn.Module:
+    """The core for ``policy.core`` (``lstm``, ``gru`` or ``none``) and its options.
+
+    ``layer_norm`` and ``learned_initial_state`` have no effect on the memoryless core.
+    """
     if kind == "none":
         return FeedForwardCore(in_features, hidden_size, activation)
-    raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru or none)")
+    if kind == "lstm":
+        core = LSTMCore(in_features, hidden_size, num_layers, layer_norm)
+    elif kind == "gru":
+        core = GRUCore(in_features, hidden_size, num_layers, layer_norm)
+    else:
+        raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru or none)")
+    return LearnedInitialState(core) if learned_initial_state else core

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+from gymnasium import spaces
 from torch import Tensor, nn
+
+from recurrl.policy.tree import TensorTree, observation_leaves, space_leaves
 
 
 class RunningNormalizer(nn.Module):
@@ -46,3 +49,42 @@ class RunningNormalizer(nn.Module):
         return normalised.clamp(-self.clip, self.clip).to(
             x.dtype if x.is_floating_point() else torch.float32
         )
+
+
+class TreeNormalizer(nn.Module):
+    """Running normalisation of the ``Box`` vector parts of a ``Dict``/``Tuple`` observation.
+
+    One :class:`RunningNormalizer` per normalised part, keyed by the part's index in
+    :func:`~recurrl.policy.tree.space_leaves` order; other parts (images, discrete parts, the
+    action mask) pass through.
+
+    Args:
+        space: the observation space.
+        normalized: for every part of ``space`` (in ``space_leaves`` order), whether to normalise.
+    """
+
+    def __init__(self, space: spaces.Space, normalized: list[bool]) -> None:
+        super().__init__()
+        self.space = space
+        leaves = space_leaves(space)
+        self.normalizers = nn.ModuleDict(
+            {
+                str(i): RunningNormalizer(part.shape)
+                for i, ((_, part), keep) in enumerate(zip(leaves, normalized, strict=True))
+                if keep
+            }
+        )
+
+    @torch.no_grad()
+    def update(self, batch: TensorTree) -> None:
+        """Fold ``batch`` (a tree of ``[N, *shape]`` parts) into the statistics."""
+        leaves = observation_leaves(self.space, batch)
+        for key, normalizer in self.normalizers.items():
+            normalizer.update(leaves[int(key)])
+
+    def forward(self, leaves: list[Tensor]) -> list[Tensor]:
+        """Normalise the parts ``leaves`` (in ``space_leaves`` order); returns a new list."""
+        leaves = list(leaves)
+        for key, normalizer in self.normalizers.items():
+            leaves[int(key)] = normalizer(leaves[int(key)])
+        return leaves
