@@ -74,7 +74,7 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     },
     "recurrl/Bandit-v0": {
         "memory": "learn arm values (meta-RL)",
-        "difficulty": {"num_arms": 5, "horizon": 100},
+        "difficulty": {"num_arms": 5, "horizon": 100, "observe_previous": True},
         "optimal_return": 0.833,  # oracle arm: num_arms / (num_arms + 1)
         "memoryless_return": 0.68,  # win-stay lose-shift, measured; random policy 0.5
         "episode_steps": "horizon",

@@ -11,17 +11,21 @@ from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, unifor
 class Bandit(Task):
     """Batched Bernoulli bandit (see :class:`BanditEnv`)."""
 
-    def __init__(self, num_envs: int, num_arms: int = 5, horizon: int = 100) -> None:
+    def __init__(
+        self, num_envs: int, num_arms: int = 5, horizon: int = 100, observe_previous: bool = True
+    ) -> None:
         super().__init__(num_envs)
         if num_arms < 2 or horizon < 1:
             raise ValueError(f"Bandit: need num_arms >= 2, horizon >= 1, got {num_arms}, {horizon}")
         self.num_arms, self.horizon = num_arms, horizon
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(num_arms + 1,), dtype=np.float32)
+        size = num_arms + 1 if observe_previous else 1
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
         self.action_space = spaces.Discrete(num_arms)
         # Observation by index: 0 first step (nothing yet), 1 + 2 * arm + success afterwards.
-        self._observations = np.zeros((2 * num_arms + 1, num_arms + 1), dtype=np.float32)
-        self._observations[1:, :num_arms] = np.repeat(np.eye(num_arms), 2, axis=0)
-        self._observations[2::2, num_arms] = 1.0
+        self._observations = np.zeros((2 * num_arms + 1, size), dtype=np.float32)
+        if observe_previous:
+            self._observations[1:, :num_arms] = np.repeat(np.eye(num_arms), 2, axis=0)
+            self._observations[2::2, num_arms] = 1.0
         self.probs = np.zeros((num_envs, num_arms))  # success probability of each arm
         self._row_offsets = np.arange(num_envs) * num_arms  # flat index of probs[i, 0]
 
@@ -64,7 +68,9 @@ class BanditEnv(TaskEnv):
     ## Observation Space
 
     ``Box(0, 1, (num_arms + 1,), float32)``: ``[previous arm one-hot, previous reward]``; all zeros
-    at the first step.
+    at the first step. With ``observe_previous=False``, ``Box(0, 1, (1,), float32)`` always 0: for
+    agents that are fed the previous action and reward themselves (recurrl's
+    ``policy.prev_action`` and ``policy.prev_reward``).
 
     ## Rewards
 
@@ -87,6 +93,7 @@ class BanditEnv(TaskEnv):
 
     - ``num_arms`` (5): number of arms.
     - ``horizon`` (100): pulls per episode; longer episodes reward learning more.
+    - ``observe_previous`` (True): put the previous action and reward in the observation.
 
     ## Version History
 

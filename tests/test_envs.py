@@ -233,3 +233,18 @@ def test_counter_random_numbers_are_uniform() -> None:
     assert abs(values.mean() - 0.5) < 0.01 and abs(values.var() - 1 / 12) < 0.005
     counts = np.bincount(envs.core.below(envs.core.draw(keys, 4), 5), minlength=5)
     assert counts.min() > 3700 and counts.max() < 4300
+
+
+def test_bandit_without_previous_in_observation() -> None:
+    """``observe_previous=False``: constant observations, the same rewards for the same seed."""
+    plain = gym.make_vec("recurrl/Bandit-v0", num_envs=3, horizon=5)
+    blind = gym.make_vec("recurrl/Bandit-v0", num_envs=3, horizon=5, observe_previous=False)
+    assert blind.single_observation_space.shape == (1,)
+    plain.reset(seed=2)
+    obs, _ = blind.reset(seed=2)
+    assert not obs.any()
+    for actions in random_actions(plain.action_space, 12, seed=3):
+        plain_out, blind_out = plain.step(actions), blind.step(actions)
+        assert not blind_out[0].any()
+        for a, b in zip(plain_out[1:4], blind_out[1:4], strict=True):
+            assert_same(a, b)
