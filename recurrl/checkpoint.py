@@ -27,18 +27,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
-def save_checkpoint(
-    path: str | Path,
+def checkpoint_payload(
     policy: ActorCritic,
     config_dict: dict[str, Any],
     global_step: int,
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename over ``path``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+) -> dict[str, Any]:
+    """Everything a checkpoint file holds, as tensors and plain data."""
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "recurrl_version": recurrl.__version__,
@@ -50,10 +47,54 @@ def save_checkpoint(
         "global_step": int(global_step),
         **(extra or {}),
     }
+
+
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` atomically: a temporary file, then a rename over ``path``.
+
+    A write that fails or is killed half-way leaves the previous file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)  # atomic on POSIX: the old file survives a failed write
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)  # atomic on POSIX
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    policy: ActorCritic,
+    config_dict: dict[str, Any],
+    global_step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename over ``path``)."""
+    payload = checkpoint_payload(policy, config_dict, global_step, optimizer, extra)
+    return write_checkpoint(path, payload)
+
+
+def prune_checkpoints(directory: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` step-stamped ``step-*.pt`` files in ``directory``."""
+    stamped = sorted(Path(directory).glob("step-*.pt"))  # zero-padded: name order = step order
+    for old in stamped[: max(0, len(stamped) - keep)]:
+        old.unlink(missing_ok=True)
+
+
+def check_spaces(payload: dict[str, Any], observation_space, action_space, where: str) -> None:
+    """Refuse a checkpoint trained on other observation or action spaces than ``where`` has."""
+    for kind, space in (("observation", observation_space), ("action", action_space)):
+        stored = payload[f"{kind}_space"]
+        if space_to_dict(space) != stored:
+            raise CheckpointError(
+                f"{where} has {kind} space {space}, but the checkpoint was trained on "
+                f"{space_from_dict(stored)}"
+            )
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""``recurrl`` command line: train, eval, keys, envs."""
+"""``recurrl`` command line: train (and resume), eval, plot, suite, keys, envs."""
 
 from __future__ import annotations
 
@@ -15,8 +15,23 @@ def _train(args: argparse.Namespace) -> int:
     from recurrl.train import train
 
     overrides = list(args.overrides) + list(args.extra)
-    config = load_config(args.config, overrides)
-    result = train(config, quiet=args.quiet)
+    payload = None
+    if args.resume:
+        from recurrl.resume import resume_checkpoint, resume_config
+
+        if args.config is not None and "=" not in args.config:
+            raise ConfigError(
+                f"--resume takes the config from the checkpoint; got {args.config!r} "
+                f"(pass changes as dotted.key=value)"
+            )
+        overrides = ([args.config] if args.config else []) + overrides
+        run_dir, payload = resume_checkpoint(args.resume)
+        config = resume_config(run_dir, payload, overrides)
+    else:
+        config = load_config(args.config, overrides)
+    result = train(config, quiet=args.quiet, resume=payload)
+    if result.interrupted is not None:
+        return 128 + result.interrupted  # the message saying how to resume is printed
     print(_summary(result, config, args.eval_episodes), flush=True)
     return 0
 
@@ -59,6 +74,12 @@ def _eval(args: argparse.Namespace) -> int:
 
     path = resolve_checkpoint_path(args.checkpoint)
     policy, config = policy_from_checkpoint(load_checkpoint(path))
+    if args.video:
+        from recurrl.video import record_episode, write_video
+
+        frames, total, fps = record_episode(policy, config.env, args.deterministic, args.seed)
+        written = write_video(frames, args.video, fps=args.fps or fps)
+        print(f"video: {written} ({len(frames)} frames, return {total:.1f})")
     returns = evaluate(policy, config.env, args.episodes, args.deterministic, seed=args.seed)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     print(f"return {mean:.1f} ± {std:.1f} over {len(returns)} episodes")
@@ -79,6 +100,32 @@ def _eval(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from recurrl.plot import plot_runs
+
+    print(f"wrote {plot_runs(args.run_dirs, args.out, x=args.x)}")
+    return 0
+
+
+def _suite(args: argparse.Namespace) -> int:
+    from recurrl.suite import run_suite
+
+    try:
+        out, jobs = run_suite(args.suite, args.seeds, args.jobs, args.out, args.overrides)
+    except KeyboardInterrupt:
+        print(
+            f"recurrl: suite stopped; the runs saved checkpoints: run the same command with "
+            f"--out set to the suite folder to continue (recurrl suite {args.suite} --seeds "
+            f"{args.seeds} --out OUT)",
+            file=sys.stderr,
+        )
+        return 130
+    failed = [job for job in jobs if job.returncode != 0]
+    for job in failed:
+        print(f"recurrl: {job.name} seed {job.seed} failed; see {job.log}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -115,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train from a YAML experiment")
     train.add_argument("config", nargs="?", help="experiment YAML (omit for all defaults)")
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoints/latest.pt"
+    )
     train.add_argument("--quiet", action="store_true", help="no per-update lines")
     train.add_argument(
         "--eval-episodes", type=int, default=10, help="final evaluation episodes (0: none)"
@@ -127,7 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--deterministic", action="store_true")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--out", help="where to write eval.json (default: the run folder)")
+    evaluate.add_argument("--video", metavar="PATH", help="also record one episode (.gif, .mp4)")
+    evaluate.add_argument("--fps", type=int, help="frames per second of --video (default: env's)")
     evaluate.set_defaults(func=_eval)
+
+    plot = commands.add_parser("plot", help="learning curves of run folders (mean ± std)")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or parents")
+    plot.add_argument("--out", default="curves.png", help="image file (default curves.png)")
+    plot.add_argument("--x", choices=["steps", "wall"], default="steps", help="x axis")
+    plot.set_defaults(func=_plot)
+
+    suite = commands.add_parser("suite", help="run a benchmark suite over seeds, then report")
+    suite.add_argument("suite", help="suite YAML (e.g. experiments/suites/memory.yaml)")
+    suite.add_argument("overrides", nargs="*", help="dotted.key=value for every run")
+    suite.add_argument("--seeds", type=int, default=3, help="seeds 1..N per experiment")
+    suite.add_argument("--jobs", type=int, default=1, help="training processes at once")
+    suite.add_argument("--out", help="suite folder (default runs/suites/<name>-<time>)")
+    suite.set_defaults(func=_suite)
 
     keys = commands.add_parser("keys", help="list every config key with its default")
     keys.add_argument("--markdown", action="store_true", help="as a Markdown table")
@@ -144,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = [e for e in extra]  # `wandb agent` passes --key=value
     from recurrl.checkpoint import CheckpointError
+    from recurrl.plot import PlotError
+    from recurrl.video import VideoError
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError) as error:
+    except (ConfigError, CheckpointError, PlotError, VideoError) as error:
         print(f"recurrl: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

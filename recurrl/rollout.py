@@ -27,7 +27,14 @@ from torch import Tensor
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.inputs import null_action
-from recurrl.policy.tree import Observation, as_observation, stack_observations, tree_map
+from recurrl.policy.tree import (
+    Observation,
+    TensorTree,
+    as_observation,
+    stack_observations,
+    tree_leaves,
+    tree_map,
+)
 
 
 def generalized_advantage_estimate(
@@ -313,9 +320,10 @@ class Collector:
     def state_dict(self) -> dict:
         """The live state between rollouts, as tensors and plain data (for exact resume).
 
-        Holds the current observation, recurrent state, ``episode_start``, the NEXT_STEP
-        pending resets, the running episode returns/lengths and the reward scaler's statistics.
-        It describes the envs' current episodes, so it only makes sense together with the envs'
+        Holds the current observation, recurrent state, ``episode_start``, previous action and
+        reward, the NEXT_STEP pending resets, the running episode returns/lengths, the raw
+        rewards not yet in the policy's statistics and the reward scaler's statistics. It
+        describes the envs' current episodes, so it only makes sense together with the envs'
         own state (see ``recurrl.resume``).
         """
         scaler = None
@@ -324,28 +332,36 @@ class Collector:
                 key: value.item() if isinstance(value, np.generic) else value
                 for key, value in self.reward_scaler.state_dict().items()
             }
+        obs = self.obs.data if isinstance(self.obs, TensorTree) else self.obs
         return {
-            "obs": self.obs.cpu(),
+            "obs": tree_map(lambda x: x.cpu(), obs),  # a tensor, or a dict / tuple of them
             "state": tuple(s.cpu() for s in self.state),
             "episode_start": self.episode_start.cpu(),
+            "prev_action": self.prev_action.cpu(),
+            "prev_reward": self.prev_reward.cpu(),
             "pending_reset": torch.from_numpy(self.pending_reset.copy()),
             "running_return": torch.from_numpy(self.running_return.copy()),
             "running_length": torch.from_numpy(self.running_length.copy()),
+            "unseen_rewards": [torch.from_numpy(r) for r in getattr(self, "unseen_rewards", [])],
             "reward_scaler": scaler,
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; shapes must match this collector's envs and policy."""
-        if tuple(state["obs"].shape) != tuple(self.obs.shape):
-            raise ValueError(
-                f"collector state has observations {tuple(state['obs'].shape)}, "
-                f"these envs give {tuple(self.obs.shape)}"
-            )
-        self.obs = state["obs"].to(self.device)
+        obs = tree_map(lambda x: x.to(self.device), state["obs"])
+        obs = TensorTree(obs) if isinstance(obs, dict | tuple) else obs
+        before = [tuple(x.shape) for x in tree_leaves(self.obs)]
+        after = [tuple(x.shape) for x in tree_leaves(obs)]
+        if before != after:
+            raise ValueError(f"collector state has observations {after}, these envs give {before}")
+        self.obs = obs
         self.state = tuple(s.to(self.device) for s in state["state"])
         self.episode_start = state["episode_start"].to(self.device)
+        self.prev_action = state["prev_action"].to(self.device)
+        self.prev_reward = state["prev_reward"].to(self.device)
         self.pending_reset = state["pending_reset"].numpy().copy()
         self.running_return = state["running_return"].numpy().copy()
         self.running_length = state["running_length"].numpy().copy()
+        self.unseen_rewards = [r.numpy().copy() for r in state["unseen_rewards"]]
         if self.reward_scaler is not None and state["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
 BLOCK = 32 * 1024
@@ -44,13 +46,44 @@ def _records(path: Path):
 
 
 def read_offline_run(run_dir: Path) -> dict:
-    """``{"config": {...}, "history": [{key: value}, ...]}`` of the one offline run in run_dir."""
-    (log,) = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
-    config, history = {}, []
+    """``{"id", "config", "history", "artifacts"}`` of the one offline run in run_dir."""
+    (run,) = read_offline_runs(run_dir)
+    return run
+
+
+def read_offline_runs(run_dir: Path, timeout: float = 30.0) -> list[dict]:
+    """Every offline run in run_dir, oldest first (a resumed run adds one with the same id).
+
+    ``wandb.finish()`` can return before W&B's service process has written the whole log, so
+    each log is read again until it holds the run's ``exit`` record.
+    """
+    logs = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    return [_read_finished_log(log, timeout) for log in logs]
+
+
+def _read_finished_log(log: Path, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = _read_log(log)
+            if run["exited"]:
+                return run
+        except (DecodeError, AssertionError):  # a record or the header being written
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{log}: W&B never wrote the run's exit record")
+        time.sleep(0.1)
+
+
+def _read_log(log: Path) -> dict:
+    run_id, config, history, artifacts, exited = None, {}, [], [], False
     for blob in _records(log):
         record = pb.Record()
         record.ParseFromString(blob)
         kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run_id = record.run.run_id
         if kind in ("run", "config"):
             updates = record.run.config.update if kind == "run" else record.config.update
             for item in updates:
@@ -63,4 +96,20 @@ def read_offline_run(run_dir: Path) -> dict:
                     for item in items
                 }
             )
-    return {"config": config, "history": history}
+        elif kind == "exit":
+            exited = True
+        elif kind == "artifact":
+            artifacts.append(
+                {
+                    "name": record.artifact.name,
+                    "type": record.artifact.type,
+                    "aliases": list(record.artifact.aliases),
+                }
+            )
+    return {
+        "id": run_id,
+        "config": config,
+        "history": history,
+        "artifacts": artifacts,
+        "exited": exited,
+    }

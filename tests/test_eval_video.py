@@ -1,0 +1,80 @@
+"""``recurrl eval --video``: one episode written as a GIF, clear errors otherwise."""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from recurrl.checkpoint import save_checkpoint
+from recurrl.cli import main
+from recurrl.config import load_config, to_dict
+from recurrl.policy import ActorCritic
+from recurrl.video import VideoError, write_video
+
+
+class Corridor(gym.Env):
+    """Walk right for 6 steps; renders a 16x24 picture of the position."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.position = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = 0
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        self.position += 1
+        obs = np.array([self.position / 6], dtype=np.float32)
+        return obs, float(action), self.position >= 6, False, {}
+
+    def render(self):
+        frame = np.zeros((16, 24, 3), dtype=np.uint8)
+        frame[:, 4 * self.position : 4 * self.position + 4] = 255
+        return frame
+
+
+gym.register("recurrl_test/Corridor-v0", entry_point=Corridor)
+
+
+def checkpoint_for(env_id, tmp_path):
+    config = load_config(None, [f"env.id={env_id}", "policy.hidden_size=8"])
+    env = gym.make(env_id)
+    policy = ActorCritic(env.observation_space, env.action_space, config.policy)
+    return save_checkpoint(tmp_path / "checkpoints" / "final.pt", policy, to_dict(config), 0)
+
+
+def test_eval_writes_a_gif_of_one_episode(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    checkpoint_for("recurrl_test/Corridor-v0", tmp_path)
+    video = tmp_path / "episode.gif"
+    code = main(["eval", str(tmp_path), "--episodes", "2", "--video", str(video)])
+    assert code == 0
+    assert f"video: {video} (7 frames" in capsys.readouterr().out
+    with Image.open(video) as gif:
+        assert gif.n_frames == 7 and gif.size == (24, 16)
+
+
+def test_video_errors_name_the_problem(tmp_path, monkeypatch, capsys):
+    checkpoint_for("recurrl/TMaze-v0", tmp_path)  # renders nothing
+    assert main(["eval", str(tmp_path), "--video", str(tmp_path / "x.gif")]) == 2
+    assert "cannot render frames" in capsys.readouterr().err
+    frames = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
+    with pytest.raises(VideoError, match="needs Pillow: pip install pillow"):
+        write_video(frames, tmp_path / "x.gif")
+    monkeypatch.setitem(sys.modules, "imageio", None)
+    with pytest.raises(
+        VideoError, match=r"needs imageio with ffmpeg: pip install 'imageio\[ffmpeg\]'"
+    ):
+        write_video(frames, tmp_path / "x.mp4")
