@@ -193,6 +193,7 @@ class Collector:
         action = null_action(policy.action_space, self.num_envs)
         self.prev_action = torch.as_tensor(action, device=self.device)
         self.prev_reward = torch.zeros(self.num_envs, device=self.device, dtype=policy.dtype)
+        self.unseen_rewards: list[np.ndarray] = []  # raw rewards not yet in the policy's stats
         self.pending_reset = np.zeros(self.num_envs, dtype=bool)
         self.state = policy.initial_state(self.num_envs)
         self.running_return = np.zeros(self.num_envs, dtype=np.float64)
@@ -221,8 +222,13 @@ class Collector:
         """Step every env ``T`` times; return the rollout with bootstrap values filled in.
 
         The buffers are allocated outside inference mode (so the update may use them in autograd)
-        and filled inside it.
+        and filled inside it. The previous rollout's raw rewards are folded into the policy's
+        previous-reward statistics first (after its update, before this rollout acts).
         """
+        if self.unseen_rewards:
+            rewards = np.concatenate(self.unseen_rewards)
+            self.policy.update_reward_statistics(torch.as_tensor(rewards, device=self.device))
+            self.unseen_rewards = []
         buf = self._buffers()
         with torch.inference_mode():
             rollout = self._fill(buf)
@@ -253,6 +259,7 @@ class Collector:
             buf["log_probs"][t] = out.log_prob
             buf["values"][t] = out.value
             done = self._store_outcome(buf, t, reward, terminated, truncated, valid)
+            self.unseen_rewards.append(np.asarray(reward, dtype=np.float64)[valid])
             self._count_episodes(reward, done, valid, returns, lengths)
             if self.next_step_autoreset:
                 next_start = self.pending_reset  # after a reset-only step comes a new episode

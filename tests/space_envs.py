@@ -5,6 +5,7 @@
   YAML / dotted config can name them).
 - ``recurrl_test/DictCue-v0``: a ``Dict`` observation whose ``cue`` names the rewarded action.
 - ``recurrl_test/MultiTarget-v0``: ``MultiDiscrete`` actions that must match a shown target.
+- ``recurrl_test/TextObservation-v0``: a ``Text`` observation (refused by the policy).
 - :class:`BlankObservation`: a wrapper that hides the observation (constant zeros).
 """
 
@@ -151,10 +152,17 @@ class BlankObservation(gym.ObservationWrapper):
         return np.zeros_like(observation)
 
 
-for _name, _entry in [
-    ("RandomSpace-v0", RandomSpaceEnv),
-    ("DictCue-v0", DictCueEnv),
-    ("MultiTarget-v0", MultiTargetEnv),
+for _name, _entry, _kwargs in [
+    ("RandomSpace-v0", RandomSpaceEnv, {}),
+    ("DictCue-v0", DictCueEnv, {}),
+    ("MultiTarget-v0", MultiTargetEnv, {}),
+    (  # a space no policy takes, for the command-line error test
+        "TextObservation-v0",
+        RandomSpaceEnv,
+        {"observation_space": spaces.Text(8), "action_space": spaces.Discrete(2)},
+    ),
 ]:
     if f"recurrl_test/{_name}" not in gym.registry:
-        gym.register(f"recurrl_test/{_name}", entry_point=f"{__name__}:{_entry.__name__}")
+        gym.register(
+            f"recurrl_test/{_name}", entry_point=f"{__name__}:{_entry.__name__}", kwargs=_kwargs
+        )

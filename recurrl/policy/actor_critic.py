@@ -172,6 +172,17 @@ class ActorCritic(nn.Module):
         """Whether the cores read the previous action and/or reward."""
         return self.previous is not None
 
+    @torch.no_grad()
+    def update_reward_statistics(self, rewards: Tensor) -> None:
+        """Fold raw env rewards ``[N]`` into the previous-reward input's running statistics.
+
+        A no-op unless ``policy.prev_reward``. Call between rollouts (the collector does, at the
+        start of each rollout), never between a rollout and its update.
+        """
+        normalizer = self.previous.reward_normalizer if self.previous is not None else None
+        if normalizer is not None and rewards.numel() > 0:
+            normalizer.update(rewards.reshape(-1))
+
     # --- state ------------------------------------------------------------------------------
 
     def initial_state(self, batch_size: int) -> State:

@@ -2,10 +2,15 @@
 
 With ``policy.prev_action`` / ``policy.prev_reward`` the core reads, beside the encoded
 observation, the action taken and the reward received at the step before (one-hot for discrete
-actions, ``Box`` actions rescaled to ``[-1, 1]``, the raw env reward). Both are zero wherever
-``episode_start`` is set, mid-sequence included, so nothing leaks across episodes. Actions are
-given in the env's format (what was sent to ``env.step``), so a plain Gymnasium loop passes back
-exactly what it used.
+actions, ``Box`` actions rescaled to ``[-1, 1]``, the reward). Both are zero wherever
+``episode_start`` is set, mid-sequence included, so nothing leaks across episodes. Actions and
+rewards are given as the env gave them (the action sent to ``env.step``, the raw reward), so a
+plain Gymnasium loop passes back exactly what it used.
+
+The reward is standardised by running statistics of the env's raw rewards (kept in the policy,
+saved in checkpoints): a reward of ``0.01`` per success would otherwise barely move the core.
+The collector folds each rollout's rewards in at the start of the next rollout (after that
+rollout's update, so stored log-probs stay exact); acting and evaluation never change them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from recurrl.policy.encoders import action_preprocessor
+from recurrl.policy.normalize import RunningNormalizer
 
 
 def null_action(space: spaces.Space, batch_size: int) -> np.ndarray:
@@ -43,6 +49,7 @@ class PreviousInputs(nn.Module):
         self.action_space = action_space
         self.action = action_preprocessor(action_space) if use_action else None
         self.use_reward = use_reward
+        self.reward_normalizer = RunningNormalizer(()) if use_reward else None
         action_features = self.action.out_features if self.action is not None else 0
         self.out_features = action_features + int(use_reward)
 
@@ -63,7 +70,8 @@ class PreviousInputs(nn.Module):
         if self.use_reward:
             if prev_reward is None:
                 raise ValueError("this policy reads the previous reward: pass prev_reward")
-            parts.append(prev_reward.to(dtype).view(T, B, 1))
+            reward = self.reward_normalizer(prev_reward.to(dtype))
+            parts.append(reward.view(T, B, 1))
         starts = episode_start.bool().unsqueeze(-1)  # (T, B, 1)
         features = torch.cat(parts, dim=-1)  # (T, B, P)
         return features.masked_fill(starts, 0.0)
