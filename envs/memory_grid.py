@@ -7,7 +7,8 @@ from gymnasium import spaces
 
 from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
 
-OUTSIDE, FLOOR, WALL, BALL = 0, 1, 2, 3  # object types (channel 0)
+OUTSIDE, FLOOR, WALL, BALL = 0, 1, 2, 3  # object types
+TYPE_LEVELS = np.array([0, 85, 170, 255], dtype=np.uint8)  # channel 0 value of each type
 MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])  # north, east, south, west: (row, col)
 START, CUE = (2, 3), (2, 1)
 
@@ -60,10 +61,8 @@ class MemoryGrid(Task):
         self._next, self._touch = _transitions(grid, cells, length)
         colourings = _colourings(num_colors)
         self._num_configs = len(colourings)
-        self._views = _views(grid, cells, colourings, length, view)  # (configs * P, v * v * 2)
-        high = np.zeros((view, view, 2), dtype=np.uint8)
-        high[..., 0], high[..., 1] = BALL, num_colors
-        self.observation_space = spaces.Box(np.zeros_like(high), high, dtype=np.uint8)
+        self._views = _views(grid, cells, colourings, num_colors, view)  # (configs * P, v*v*2)
+        self.observation_space = spaces.Box(0, 255, (view, view, 2), dtype=np.uint8)
         self.action_space = spaces.Discrete(4)
         self.num_positions = len(cells)
         self.position = np.zeros(num_envs, dtype=np.int64)  # index into cells
@@ -109,18 +108,24 @@ def _transitions(grid: np.ndarray, cells: list, length: int) -> tuple[np.ndarray
     return nxt.ravel(), touch.ravel()
 
 
+def colour_level(colour: int, num_colors: int) -> int:
+    """Channel-1 value of colour ``colour`` (1-based) among ``num_colors``; 0 for none."""
+    return round(255 * int(colour) / num_colors)
+
+
 def _views(
-    grid: np.ndarray, cells: list, colourings: np.ndarray, length: int, view: int
+    grid: np.ndarray, cells: list, colourings: np.ndarray, num_colors: int, view: int
 ) -> np.ndarray:
     """Every egocentric view, ``[configs * P, view * view * 2]`` (config-major)."""
     half = view // 2
-    ball_cells = [CUE, (1, 4 + length), (3, 4 + length)]
+    junction = grid.shape[1] - 2
+    ball_cells = [CUE, (1, junction), (3, junction)]
     out = np.zeros((len(colourings), len(cells), view, view, 2), dtype=np.uint8)
     for k, colours in enumerate(colourings):
         colour = np.zeros_like(grid)
         for cell, value in zip(ball_cells, colours, strict=True):
-            colour[cell] = value
-        image = np.stack([grid, colour], axis=-1)  # (H, W, 2)
+            colour[cell] = colour_level(value, num_colors)
+        image = np.stack([TYPE_LEVELS[grid], colour], axis=-1)  # (H, W, 2)
         padded = np.pad(image, ((half, half), (half, half), (0, 0)))  # OUTSIDE = 0 beyond
         for p, (r, c) in enumerate(cells):
             out[k, p] = padded[r : r + view, c : c + view]
@@ -147,10 +152,11 @@ class MemoryGridEnv(TaskEnv):
 
     ## Observation Space
 
-    ``Box(0, high, (view, view, 2), uint8)``, MiniGrid-style symbolic image: channel 0 the
-    object type (0 outside the map, 1 floor, 2 wall, 3 ball), channel 1 the colour (0 none,
-    1 to ``num_colors``); ``high = [3, num_colors]`` per channel. The agent is at the centre
-    cell. Scale by ``observation_space.high`` (or embed the indices), not by 255.
+    ``Box(0, 255, (view, view, 2), uint8)``, a MiniGrid-style symbolic image with the agent at
+    the centre cell. Channel 0 is the object type, spread over the byte so that an image
+    encoder's ``/ 255`` keeps types apart: 0 outside the map, 85 floor, 170 wall, 255 ball
+    (``TYPE_LEVELS``). Channel 1 is the colour: 0 none, ``colour_level(c, num_colors)`` =
+    ``round(255 * c / num_colors)`` for colour ``c`` in 1 to ``num_colors``.
 
     ## Rewards
 

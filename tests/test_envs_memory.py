@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from envs.bandit import oracle_return
-from envs.memory_grid import BALL
+from envs.memory_grid import BALL, TYPE_LEVELS, colour_level
 
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -184,11 +184,12 @@ def test_sequence_recall() -> None:
 
 
 def memory_grid_policy(cue_colour: Callable[[np.ndarray], np.ndarray], only_if=None) -> Callable:
-    """Walk east, at the junction walk into the ball of ``cue_colour(first_obs)``.
+    """Walk east, at the junction walk into the ball of ``cue_colour(first_obs)`` (a level).
 
     With ``only_if=c`` the policy stays in the room unless the cue it sees has colour ``c``
     (memoryless "selective participation": the cue is visible there).
     """
+    ball = TYPE_LEVELS[BALL]
 
     def make(envs: gym.vector.VectorEnv) -> Policy:
         h = envs.unwrapped.task.view // 2
@@ -196,11 +197,11 @@ def memory_grid_policy(cue_colour: Callable[[np.ndarray], np.ndarray], only_if=N
 
         def act(obs: np.ndarray, first: np.ndarray) -> np.ndarray:
             wanted[first] = cue_colour(obs[first])
-            at_junction = (obs[:, h - 1, h, 0] == BALL) & (obs[:, h + 1, h, 0] == BALL)
+            at_junction = (obs[:, h - 1, h, 0] == ball) & (obs[:, h + 1, h, 0] == ball)
             turn = np.where(obs[:, h - 1, h, 1] == wanted, 0, 2)  # north or south
             action = np.where(at_junction, turn, 1)  # else east
             if only_if is not None:
-                cue_seen = obs[:, h, h - 2, 0] == BALL  # the cue, two cells west of the start
+                cue_seen = obs[:, h, h - 2, 0] == ball  # the cue, two cells west of the start
                 waiting = cue_seen & (obs[:, h, h - 2, 1] != only_if)
                 action = np.where(waiting, 0, action)  # north into a wall: stay
             return action
@@ -218,8 +219,9 @@ def test_memory_grid() -> None:
 
     returns = first_episode_returns(env_id, memory_grid_policy(remembered), 256)
     assert returns.min() == optimal(env_id)
-    guess = first_episode_returns(env_id, memory_grid_policy(lambda obs: 1), 1024)
-    selective = first_episode_returns(env_id, memory_grid_policy(lambda obs: 1, only_if=1), 1024)
+    red = colour_level(1, num_colors=2)
+    guess = first_episode_returns(env_id, memory_grid_policy(lambda obs: red), 1024)
+    selective = first_episode_returns(env_id, memory_grid_policy(lambda obs: red, red), 1024)
     for memoryless in (guess, selective):
         assert abs(memoryless.mean()) < 0.1 < threshold(env_id)
 
