@@ -1,20 +1,26 @@
-"""Fast reset-aware LSTM and GRU layers: whole-sequence autograd Functions with a hand-written backward.
+"""Fast reset-aware LSTM and GRU layers: whole-sequence Functions with a hand-written backward.
 
-Same maths as :mod:`recurrl.nn.reference` (the definition, tested against this). Why it is fast:
+Same maths as :mod:`recurrl.nn.reference` (the definition; ``tests/test_nn_fast.py`` holds the two
+equal). Why this is faster on CPU, each measured:
 
-* The input projection ``x @ W_ih^T`` is one matrix product over ``T * B`` rows, outside the loop,
-  and its gradient flows through ordinary autograd.
-* The forward loop writes gate activations into preallocated ``[T, B, ...]`` buffers with a
-  handful of in-place ops per step, and records no autograd graph.
-* The backward loop is written by hand with precomputed ``[T, B, H]`` coefficients, so each step
-  is ~5 ops instead of the ~25 autograd nodes of the unrolled reference; ``dW_hh`` is ONE matrix
-  product over all steps at the end.
-* Resets are a keep-mask on the state. On CPU the steps where no row resets are found once, and
-  skip the masking; on other devices the mask is always applied (no host sync per call).
+* The input projection ``x @ W_ih^T`` is one matrix product over ``T * B`` rows, before the loop;
+  ``dx``, ``dW_ih`` and ``dW_hh`` are one matrix product each after the backward loop. Matrix
+  products go through :mod:`recurrl.nn.matmul` (oneDNN on CPU where it is faster than MKL).
+* The forward loop records no autograd graph: one matrix product and seven ``out=``/in-place
+  pointwise ops per step, writing activations into preallocated ``[T, B, ...]`` buffers.
+* The backward loop is written by hand from step-local coefficients that are computed for all
+  steps at once, so each step is one matrix product and ~4 pointwise ops (the unrolled reference
+  costs ~25 autograd nodes per step).
+* ``tanh`` is computed as ``2 * sigmoid(2x) - 1``: torch's CPU ``tanh`` kernel costs ~7x
+  ``sigmoid`` per element. The factor 2 is folded into the weights of the tanh gate (LSTM ``g``,
+  GRU ``n``; autograd maps the gradient back), and the LSTM carries ``2c`` internally; scaling by
+  2 is exact in floating point.
+* Resets are a keep-mask on the state. On CPU the steps where no row resets are found once and
+  skip the masking; on other devices every step is masked (no host sync).
 
-LSTM gates are kept in the order ``(o, i, f, g)`` internally (torch's ``(i, f, g, o)`` rolled by
-one block): the three sigmoid gates are contiguous for the forward, and the three gates whose
-gradient is ``dc * coefficient`` are contiguous for the backward.
+LSTM gates are kept in the order ``(o, i, f, g)`` (torch's ``(i, f, g, o)`` rolled by one block):
+the sigmoid gates are contiguous, and in the backward the three gates whose gradient is
+``dc * coefficient`` are contiguous.
 """
 
 from __future__ import annotations
@@ -23,93 +29,156 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from recurrl.nn.matmul import linear, linear_add_for, weight_grad
+
+BLOCK_ELEMENTS = 1 << 16
+"""Elements of ``[K, B, H]`` per block of backward coefficients (see :func:`reversed_blocks`)."""
+
 
 def reset_steps(keep: Tensor) -> list[bool]:
     """Per step, whether any row resets before it; ``keep`` is ``[T, B, 1]``.
 
-    Reading the mask costs one host sync, cheap on CPU; elsewhere every step is masked.
+    Reading the mask costs one host sync: done on CPU only; elsewhere every step is masked.
     """
     if keep.device.type != "cpu":
         return [True] * keep.shape[0]
     return (keep == 0).flatten(1).any(dim=1).tolist()
 
 
-def shifted_state(first: Tensor, sequence: Tensor, keep: Tensor) -> Tensor:
+def shifted_state(
+    first: Tensor, sequence: Tensor, keep: Tensor, block: slice | None = None
+) -> Tensor:
     """The masked state entering each step: ``keep[t] * (first if t == 0 else sequence[t-1])``.
 
     Args:
         first: state before the sequence ``[B, H]``.
         sequence: state after each step ``[T, B, H]``.
         keep: ``[T, B, 1]``.
+        block: the steps ``t`` wanted (default all).
 
     Returns:
-        ``[T, B, H]``.
+        ``[K, B, H]`` for the ``K`` steps of ``block``.
     """
-    return torch.cat([first.unsqueeze(0), sequence[:-1]]) * keep
+    start, end, _ = (block or slice(None)).indices(sequence.shape[0])
+    if start > 0:
+        return sequence[start - 1 : end - 1] * keep[start:end]
+    shifted = torch.empty_like(sequence[:end])  # (K, B, H)
+    torch.mul(first, keep[0], out=shifted[0])
+    torch.mul(sequence[: end - 1], keep[1:end], out=shifted[1:])
+    return shifted
+
+
+def reversed_blocks(steps: int, step_size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` blocks covering ``range(steps)``, last block first.
+
+    Each block holds about ``BLOCK_ELEMENTS`` elements of a ``[B, H]`` state (``step_size``), so
+    that the backward coefficients of a block are computed in few ops and still sit in cache when
+    the loop reads them.
+    """
+    size = max(1, BLOCK_ELEMENTS // step_size)
+    return [(max(0, end - size), end) for end in range(steps, 0, -size)]
+
+
+def _constant(like: Tensor, value: float) -> Tensor:
+    """A 0-dim tensor: as an operand it is several times cheaper than a Python number."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
+
+
+def _tanh_gate_scale(like: Tensor, gates: int, hidden: int) -> Tensor:
+    """``[gates * H, 1]`` of ones with 2 on the last block (the tanh gate's rows)."""
+    scale = torch.ones(gates * hidden, 1, dtype=like.dtype, device=like.device)
+    scale[(gates - 1) * hidden :] = 2.0
+    return scale
+
+
+def _any_requires_grad(*tensors: Tensor) -> bool:
+    return any(tensor.requires_grad for tensor in tensors)
+
+
+def _projection_grads(
+    needs_dx: bool, dgates_x: Tensor, x: Tensor, weight_ih: Tensor
+) -> tuple[Tensor | None, Tensor]:
+    """``(dx[T, B, I], dW_ih[G, I])`` of ``gates_x = x @ W_ih^T`` from ``dgates_x[T*B, G]``."""
+    dx = linear(dgates_x, weight_ih.t()).view_as(x) if needs_dx else None
+    return dx, weight_grad(dgates_x, x.flatten(0, 1))
 
 
 # ----------------------------------------------------------------------------------------- LSTM
 
 
 def lstm_loop(
-    gates_x: Tensor, h: Tensor, c: Tensor, keep: Tensor, resets: list[bool], weight_hh: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """LSTM recurrence over a sequence, no autograd (gates in ``(o, i, f, g)`` order).
+    gates_x: Tensor, h: Tensor, c2: Tensor, keep: Tensor, resets: list[bool], weight_hh: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """LSTM recurrence over a sequence, without autograd.
 
     Args:
-        gates_x: input part of the gates incl. both biases ``[T, B, 4H]``.
-        h, c: initial state ``[B, H]``.
+        gates_x: input part of the gates, both biases included, ``(o, i, f, 2g)`` order
+            ``[T, B, 4H]``.
+        h: initial hidden state ``[B, H]``; c2: twice the initial cell state ``[B, H]``.
         keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
-        weight_hh: ``[4H, H]`` in ``(o, i, f, g)`` order.
+        weight_hh: ``[4H, H]``, ``(o, i, f, 2g)`` order.
 
     Returns:
-        ``(y[T, B, H], c_all[T, B, H], act[T, B, 4H])``: outputs, cell states and gate
-        activations (sigmoid of o, i, f; tanh of g) of every step.
+        ``(y, c2_all, tanh_c, act)``: outputs, twice the cell states and ``tanh`` of the cell
+        states ``[T, B, H]`` of every step, and the activations ``[T, B, 4H]``
+        (``sigmoid`` of o, i, f and ``2 * tanh`` of g).
     """
-    steps, hidden = gates_x.shape[0], h.shape[-1]
+    steps, batch, hidden = gates_x.shape[0], h.shape[0], h.shape[1]
     act = torch.empty_like(gates_x)  # (T, B, 4H)
-    y = gates_x.new_empty(steps, h.shape[0], hidden)  # (T, B, H)
-    c_all = torch.empty_like(y)  # (T, B, H)
-    weight_hh_t = weight_hh.t()
+    y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
+    c2_all, tanh_c = torch.empty_like(y), torch.empty_like(y)
+    minus_one, minus_two = _constant(h, -1.0), _constant(h, -2.0)
+    linear_add = linear_add_for(h, batch * hidden * 4 * hidden)
+    # Per-step views made up front: indexing inside the loop costs more than the pointwise ops.
+    o_s, i_s, f_s, g2_s = (gate.unbind(0) for gate in act.split(hidden, dim=2))
+    act_s, gates_x_s, keep_s = act.unbind(0), gates_x.unbind(0), keep.unbind(0)
+    y_s, c2_s, tanh_c_s = y.unbind(0), c2_all.unbind(0), tanh_c.unbind(0)
     for t in range(steps):
         if resets[t]:
-            h = h * keep[t]
-            c = c * keep[t]
-        gates = torch.addmm(gates_x[t], h, weight_hh_t, out=act[t])  # (B, 4H)
-        gates[:, : 3 * hidden].sigmoid_()
-        gates[:, 3 * hidden :].tanh_()
-        o, i, f, g = gates.split(hidden, dim=1)
-        c = torch.mul(f, c, out=c_all[t]).addcmul_(i, g)
-        h = torch.mul(o, torch.tanh(c), out=y[t])
-    return y, c_all, act
+            h = h * keep_s[t]
+            c2 = c2 * keep_s[t]
+        torch.sigmoid(linear_add(h, weight_hh, gates_x_s[t]), out=act_s[t])  # (B, 4H)
+        torch.add(minus_two, g2_s[t], alpha=4, out=g2_s[t])  # 2 tanh(u) = 4 sigmoid(2u) - 2
+        c2 = torch.mul(f_s[t], c2, out=c2_s[t]).addcmul_(i_s[t], g2_s[t])
+        torch.sigmoid(c2, out=tanh_c_s[t])
+        torch.add(minus_one, tanh_c_s[t], alpha=2, out=tanh_c_s[t])  # 2 sigmoid(2c) - 1
+        h = torch.mul(o_s[t], tanh_c_s[t], out=y_s[t])
+    return y, c2_all, tanh_c, act
 
 
 def lstm_backward_coefficients(
-    act: Tensor, c_all: Tensor, c0: Tensor, keep: Tensor
+    act: Tensor, c2_prev: Tensor, tanh_c: Tensor, keep: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Step-local derivative factors for the backward loop, vectorized over time.
+    """Step-local derivative factors of the backward loop, for a block of steps at once.
+
+    Args:
+        act, tanh_c, keep: of the block, see :func:`lstm_loop`; c2_prev: ``2c`` entering each
+            step of the block, masked ``[K, B, H]``.
 
     Returns:
-        ``coef[T, B, 4H]`` with ``dgates = [dh, dc, dc, dc] * coef`` (pre-activation gradient of
-        ``o, i, f, g``), ``dc_from_dh[T, B, H]`` (``dc += dh * dc_from_dh``) and
-        ``dc_carry[T, B, H]`` (``dc_prev = dc * dc_carry``, masked).
+        ``coef[K, B, 4H]`` with ``dgates = [dh, dc2, dc2, dc2] * coef``, ``dc2_from_dh[K, B, H]``
+        (``dc2 += dh * dc2_from_dh``) and ``dc2_carry[K, B, H]`` (``dc2_prev = dc2 * dc2_carry``,
+        mask included); ``dc2`` is the gradient of ``2c``.
     """
-    o, i, f, g = act.chunk(4, dim=2)
-    tanh_c = torch.tanh(c_all)
-    c_prev = shifted_state(c0, c_all, keep)
-    coef = torch.cat(
-        [tanh_c * o * (1 - o), g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=2
-    )  # (T, B, 4H)
-    return coef, o * (1 - tanh_c * tanh_c), f * keep
+    hidden = tanh_c.shape[-1]
+    o, i, f, g2 = act.split(hidden, dim=2)
+    sig = act[..., : 3 * hidden]  # (K, B, 3H): o, i, f
+    slope = torch.addcmul(sig, sig, sig, value=-1)  # sigmoid' = s - s^2
+    coef = torch.empty_like(act)  # (K, B, 4H)
+    torch.mul(tanh_c, slope[..., :hidden], out=coef[..., :hidden])
+    torch.mul(g2, slope[..., hidden : 2 * hidden], out=coef[..., hidden : 2 * hidden])
+    torch.mul(c2_prev, slope[..., 2 * hidden :], out=coef[..., 2 * hidden : 3 * hidden])
+    d_g2 = torch.addcmul(_constant(act, 1.0), g2, g2, value=-0.25)  # d(2g)/du = 1 - g^2
+    torch.mul(i, d_g2, out=coef[..., 3 * hidden :])
+    dc2_from_dh = torch.addcmul(_constant(act, 0.5), tanh_c, tanh_c, value=-0.5).mul_(o)
+    return coef, dc2_from_dh, f * keep
 
 
 def lstm_backward_loop(
     dy: Tensor,
     dh: Tensor,
-    dc: Tensor,
-    coef: Tensor,
-    dc_from_dh: Tensor,
-    dc_carry: Tensor,
+    dc2: Tensor,
+    saved: tuple[Tensor, Tensor, Tensor, Tensor],
     keep: Tensor,
     resets: list[bool],
     weight_hh: Tensor,
@@ -117,148 +186,82 @@ def lstm_backward_loop(
     """Reverse-time loop: gradients of the pre-activation gates of every step.
 
     Args:
-        dy: gradient of the outputs ``[T, B, H]``; dh, dc: of the final state ``[B, H]``.
-        coef, dc_from_dh, dc_carry: from :func:`lstm_backward_coefficients`.
+        dy: gradient of the outputs ``[T, B, H]``; dh, dc2: of the final ``h`` and ``2c``
+            ``[B, H]``.
+        saved: ``(act, c2_all, tanh_c, c2_first)`` from the forward (:func:`lstm_loop`).
         keep, resets, weight_hh: as in :func:`lstm_loop`.
 
     Returns:
-        ``(dgates[T, B, 4H], dh0[B, H], dc0[B, H])``.
+        ``(dgates[T, B, 4H], dh0[B, H], dc2_0[B, H])``.
     """
+    act, c2_all, tanh_c, c2_first = saved
     steps, batch, hidden = dy.shape
-    dgates = coef.new_empty(steps, batch, 4 * hidden)  # (T, B, 4H)
+    dgates = torch.empty_like(act)  # (T, B, 4H)
+    weight_hh_t = weight_hh.t()  # (H, 4H): dh_prev = dgates @ W_hh
+    linear_add = linear_add_for(dy, batch * hidden * 4 * hidden)
+    zeros = torch.zeros_like(dh)
+    d_s, d_o_s = dgates.unbind(0), dgates[..., :hidden].unbind(0)
+    d_ifg_s = dgates[..., hidden:].view(steps, batch, 3, hidden).unbind(0)  # (B, 3, H) each
+    dy_s, keep_s = dy.unbind(0), keep.unbind(0)
     dh = dh + dy[-1]
-    for t in range(steps - 1, -1, -1):
-        dc = torch.addcmul(dc, dh, dc_from_dh[t])
-        d_t = dgates[t]  # (B, 4H)
-        torch.mul(coef[t, :, :hidden], dh, out=d_t[:, :hidden])
-        gate_view = d_t[:, hidden:].view(batch, 3, hidden)  # (B, 3, H)
-        torch.mul(coef[t, :, hidden:].view(batch, 3, hidden), dc.unsqueeze(1), out=gate_view)
-        dc = dc * dc_carry[t]
-        below = dy[t - 1] if t > 0 else dh.new_zeros(())
-        if resets[t]:
-            dh = torch.addcmul(below, d_t @ weight_hh, keep[t])
-        else:
-            dh = torch.addmm(below.expand_as(dh), d_t, weight_hh)
-    return dgates, dh, dc
+    for start, end in reversed_blocks(steps, batch * hidden):
+        block = slice(start, end)
+        c2_prev = shifted_state(c2_first, c2_all, keep, block)  # (K, B, H)
+        coef, dc2_from_dh, dc2_carry = lstm_backward_coefficients(
+            act[block], c2_prev, tanh_c[block], keep[block]
+        )
+        coef_o_s = coef[..., :hidden].unbind(0)
+        coef_ifg_s = coef[..., hidden:].view(end - start, batch, 3, hidden).unbind(0)
+        from_dh_s, carry_s = dc2_from_dh.unbind(0), dc2_carry.unbind(0)
+        for t in range(end - 1, start - 1, -1):
+            k = t - start
+            dc2 = torch.addcmul(dc2, dh, from_dh_s[k])
+            torch.mul(coef_o_s[k], dh, out=d_o_s[t])
+            torch.mul(coef_ifg_s[k], dc2.unsqueeze(1), out=d_ifg_s[t])
+            dc2 = dc2 * carry_s[k]
+            if t == 0:
+                dh = linear_add(d_s[0], weight_hh_t, zeros) * keep_s[0]
+            elif resets[t]:
+                dh = torch.addcmul(dy_s[t - 1], linear_add(d_s[t], weight_hh_t, zeros), keep_s[t])
+            else:
+                dh = linear_add(d_s[t], weight_hh_t, dy_s[t - 1])
+    return dgates, dh, dc2
 
 
 class LSTMFunction(torch.autograd.Function):
-    """One LSTM layer ``(gates_x, h0, c0, keep, weight_hh) -> (y, h_T, c_T)``, gates ``(o,i,f,g)``."""
+    """One LSTM layer ``(x, h0, c0, keep, weight_ih, weight_hh, bias) -> (y, h_T, c_T)``.
+
+    Weights and bias (``bias_ih + bias_hh``) in ``(o, i, f, 2g)`` order, see :func:`lstm_loop`.
+    """
 
     @staticmethod
-    def forward(ctx, gates_x, h0, c0, keep, weight_hh):  # noqa: D102
+    def forward(ctx, x, h0, c0, keep, weight_ih, weight_hh, bias):
+        gates_x = linear(x.flatten(0, 1), weight_ih, bias).view(x.shape[0], x.shape[1], -1)
         resets = reset_steps(keep)
-        y, c_all, act = lstm_loop(gates_x, h0, c0, keep, resets, weight_hh)
+        c2_first = c0 * 2
+        y, c2_all, tanh_c, act = lstm_loop(gates_x, h0, c2_first, keep, resets, weight_hh)
         ctx.resets = resets
-        ctx.save_for_backward(y, c_all, act, h0, c0, keep, weight_hh)
-        return y, y[-1].clone(), c_all[-1].clone()
+        ctx.save_for_backward(x, y, c2_all, tanh_c, act, h0, c2_first, keep, weight_ih, weight_hh)
+        return y, y[-1].clone(), c2_all[-1] * 0.5
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy, dh_last, dc_last):  # noqa: D102
-        y, c_all, act, h0, c0, keep, weight_hh = ctx.saved_tensors
-        dy = torch.zeros_like(y) if dy is None else dy
-        dh_last = torch.zeros_like(h0) if dh_last is None else dh_last
-        dc_last = torch.zeros_like(c0) if dc_last is None else dc_last
-        coef, dc_from_dh, dc_carry = lstm_backward_coefficients(act, c_all, c0, keep)
-        dgates, dh0, dc0 = lstm_backward_loop(
-            dy, dh_last, dc_last, coef, dc_from_dh, dc_carry, keep, ctx.resets, weight_hh
+    def backward(ctx, dy, dh_last, dc_last):
+        x, y, c2_all, tanh_c, act, h0, c2_first, keep, weight_ih, weight_hh = ctx.saved_tensors
+        dgates, dh0, dc2_0 = lstm_backward_loop(
+            dy.contiguous(),
+            dh_last,
+            dc_last * 0.5,
+            (act, c2_all, tanh_c, c2_first),
+            keep,
+            ctx.resets,
+            weight_hh,
         )
+        flat = dgates.flatten(0, 1)  # (T*B, 4H)
+        dx, dweight_ih = _projection_grads(ctx.needs_input_grad[0], flat, x, weight_ih)
         h_prev = shifted_state(h0, y, keep).flatten(0, 1)  # (T*B, H)
-        dweight_hh = dgates.flatten(0, 1).t() @ h_prev  # (4H, H)
-        return dgates, dh0, dc0, None, dweight_hh
-
-
-# ------------------------------------------------------------------------------------------ GRU
-
-
-def gru_loop(
-    gates_x: Tensor, h: Tensor, keep: Tensor, resets: list[bool], weight_hh: Tensor, bias_hh: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """GRU recurrence over a sequence, no autograd (torch's gate order r, z, n).
-
-    Args:
-        gates_x: input part of the gates incl. ``bias_ih`` ``[T, B, 3H]``.
-        h: initial state ``[B, H]``.
-        keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
-        weight_hh: ``[3H, H]``; bias_hh: ``[3H]``.
-
-    Returns:
-        ``(y[T, B, H], act[T, B, 3H], gates_h[T, B, 3H])``: outputs, activations ``r, z, n`` and
-        the recurrent part of the gates of every step.
-    """
-    steps, hidden = gates_x.shape[0], h.shape[-1]
-    act = torch.empty_like(gates_x)  # (T, B, 3H)
-    gates_h = torch.empty_like(gates_x)  # (T, B, 3H)
-    y = gates_x.new_empty(steps, h.shape[0], hidden)  # (T, B, H)
-    weight_hh_t = weight_hh.t()
-    two = 2 * hidden
-    for t in range(steps):
-        if resets[t]:
-            h = h * keep[t]
-        gh = torch.addmm(bias_hh, h, weight_hh_t, out=gates_h[t])  # (B, 3H)
-        a_t = act[t]
-        rz = torch.add(gates_x[t, :, :two], gh[:, :two], out=a_t[:, :two]).sigmoid_()
-        n = torch.addcmul(gates_x[t, :, two:], rz[:, :hidden], gh[:, two:], out=a_t[:, two:])
-        n.tanh_()
-        h = torch.lerp(n, h, rz[:, hidden:], out=y[t])
-    return y, act, gates_h
-
-
-def gru_backward_coefficients(
-    act: Tensor, gates_h: Tensor, h_prev: Tensor, keep: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Step-local derivative factors for the backward loop, vectorized over time.
-
-    Returns:
-        ``coef_h[T, B, 3H]`` with ``dgates_h = dh * coef_h`` (gradient of the recurrent gates),
-        ``dn_pre[T, B, H]`` with ``dgates_x[n] = dh * dn_pre`` and ``carry[T, B, H]`` (``dh_prev
-        = dh * carry + dgates_h @ W_hh`` before the mask).
-    """
-    r, z, n = act.chunk(3, dim=2)
-    dn_pre = (1 - z) * (1 - n * n)
-    coef_h = torch.cat(
-        [
-            dn_pre * gates_h[..., 2 * r.shape[-1] :] * r * (1 - r),
-            (h_prev - n) * z * (1 - z),
-            dn_pre * r,
-        ],
-        dim=2,
-    )  # (T, B, 3H)
-    return coef_h, dn_pre, z
-
-
-def gru_backward_loop(
-    dy: Tensor,
-    dh: Tensor,
-    coef_h: Tensor,
-    carry: Tensor,
-    keep: Tensor,
-    resets: list[bool],
-    weight_hh: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Reverse-time loop: gradient of the recurrent gates and of the output of every step.
-
-    Returns:
-        ``(dgates_h[T, B, 3H], dh_all[T, B, H], dh0[B, H])`` where ``dh_all[t]`` is the total
-        gradient of ``h_t``.
-    """
-    steps, batch, hidden = dy.shape
-    dgates_h = coef_h.new_empty(steps, batch, 3 * hidden)  # (T, B, 3H)
-    dh_all = torch.empty_like(dy)  # (T, B, H)
-    dh = torch.add(dy[-1], dh, out=dh_all[-1])
-    for t in range(steps - 1, -1, -1):
-        d_t = dgates_h[t]  # (B, 3H)
-        torch.mul(coef_h[t].view(batch, 3, hidden), dh.unsqueeze(1), out=d_t.view(batch, 3, hidden))
-        if t == 0:
-            dh = torch.addmm(dh * carry[0], d_t, weight_hh) * keep[0]
-        elif resets[t]:
-            direct = torch.addmm(dh * carry[t], d_t, weight_hh)
-            dh = torch.addcmul(dy[t - 1], direct, keep[t], out=dh_all[t - 1])
-        else:
-            direct = torch.addcmul(dy[t - 1], dh, carry[t])
-            dh = torch.addmm(direct, d_t, weight_hh, out=dh_all[t - 1])
-    return dgates_h, dh_all, dh
+        dweight_hh = weight_grad(flat, h_prev)  # (4H, H)
+        return dx, dh0, dc2_0 * 2, None, dweight_ih, dweight_hh, flat.sum(0)
 
 
 def lstm_layer(
@@ -271,53 +274,174 @@ def lstm_layer(
     bias_ih: Tensor,
     bias_hh: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer; same signature and result as :func:`~recurrl.nn.reference.lstm_layer_reference`.
+    """One LSTM layer, same arguments and result as ``reference.lstm_layer_reference``.
 
-    Without autograd (acting, evaluation) the plain loop runs without the Function's overhead.
+    Without autograd (acting, evaluation) the loop runs without the Function's bookkeeping.
     """
     steps, batch, hidden = x.shape[0], x.shape[1], h.shape[-1]
-    # torch's (i, f, g, o) rolled by one block is (o, i, f, g); autograd maps the gradient back.
-    weight_ih, weight_hh = weight_ih.roll(hidden, 0), weight_hh.roll(hidden, 0)
-    bias = (bias_ih + bias_hh).roll(hidden, 0)
-    gates_x = torch.addmm(bias, x.flatten(0, 1), weight_ih.t()).view(steps, batch, -1)  # (T, B, 4H)
-    if torch.is_grad_enabled() and _any_requires_grad(gates_x, h, c, weight_hh):
-        return LSTMFunction.apply(gates_x, h, c, keep, weight_hh)
-    y, c_all, _ = lstm_loop(gates_x, h, c, keep, reset_steps(keep), weight_hh)
-    return y, y[-1], c_all[-1]
+    # (i, f, g, o) rolled by one block is (o, i, f, g); g rows doubled for the tanh-by-sigmoid.
+    scale = _tanh_gate_scale(weight_hh, 4, hidden)  # (4H, 1)
+    weight_ih = weight_ih.roll(hidden, 0) * scale
+    weight_hh = weight_hh.roll(hidden, 0) * scale
+    bias = (bias_ih + bias_hh).roll(hidden, 0) * scale[:, 0]
+    if torch.is_grad_enabled() and _any_requires_grad(x, h, c, weight_ih, weight_hh, bias):
+        return LSTMFunction.apply(x, h, c, keep, weight_ih, weight_hh, bias)
+    gates_x = linear(x.flatten(0, 1), weight_ih, bias).view(steps, batch, -1)  # (T, B, 4H)
+    y, c2_all, _, _ = lstm_loop(gates_x, h, c * 2, keep, reset_steps(keep), weight_hh)
+    return y, y[-1], c2_all[-1] * 0.5
 
 
-def _any_requires_grad(*tensors: Tensor) -> bool:
-    return any(tensor.requires_grad for tensor in tensors)
+# ------------------------------------------------------------------------------------------ GRU
+
+
+def gru_loop(
+    gates_x: Tensor,
+    h: Tensor,
+    keep: Tensor,
+    resets: list[bool],
+    weight_hh: Tensor,
+    bias_hh: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """GRU recurrence over a sequence, without autograd (torch's gate order r, z, n).
+
+    Args:
+        gates_x: input part of the gates incl. ``bias_ih``, n block doubled, ``[T, B, 3H]``.
+        h: initial state ``[B, H]``.
+        keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
+        weight_hh: ``[3H, H]``; bias_hh: ``[3H]``; n blocks doubled.
+
+    Returns:
+        ``(y[T, B, H], act[T, B, 3H], gates_hn[T, B, H])``: outputs, activations ``r, z, n`` and
+        the n block of the recurrent gates (doubled) of every step.
+    """
+    steps, batch, hidden = gates_x.shape[0], h.shape[0], h.shape[1]
+    act = torch.empty_like(gates_x)  # (T, B, 3H)
+    y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
+    gates_hn = []
+    minus_one = _constant(h, -1.0)
+    bias_hh = bias_hh.expand(batch, -1)  # (B, 3H)
+    linear_add = linear_add_for(h, batch * hidden * 3 * hidden)
+    two = 2 * hidden
+    # Per-step views made up front: indexing inside the loop costs more than the pointwise ops.
+    rz_s, n_s = act[..., :two].unbind(0), act[..., two:].unbind(0)
+    x_rz_s, x_n_s = gates_x[..., :two].unbind(0), gates_x[..., two:].unbind(0)
+    y_s, keep_s = y.unbind(0), keep.unbind(0)
+    for t in range(steps):
+        if resets[t]:
+            h = h * keep_s[t]
+        gh = linear_add(h, weight_hh, bias_hh)  # (B, 3H)
+        gh_n = gh[:, two:]
+        gates_hn.append(gh_n)
+        rz = torch.add(x_rz_s[t], gh[:, :two], out=rz_s[t]).sigmoid_()
+        n = torch.addcmul(x_n_s[t], rz[:, :hidden], gh_n, out=n_s[t]).sigmoid_()
+        torch.add(minus_one, n, alpha=2, out=n)  # tanh(u) = 2 sigmoid(2u) - 1
+        h = torch.lerp(n, h, rz[:, hidden:], out=y_s[t])  # (1 - z) n + z h
+    return y, act, torch.stack(gates_hn)
+
+
+def gru_backward_coefficients(
+    act: Tensor, gates_hn: Tensor, h_prev: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Step-local derivative factors of the backward loop, for a block of steps at once.
+
+    Args:
+        act, gates_hn: of the block, see :func:`gru_loop`; h_prev: ``h`` entering each step of
+            the block, masked ``[K, B, H]``.
+
+    Returns:
+        ``coef_h[K, B, 3H]`` with ``dgates_h = dh * coef_h`` (gradient of the recurrent gates),
+        ``coef_n[K, B, H]`` with ``dgates_x[n] = dh * coef_n``, and ``z[K, B, H]`` (``dh_prev =
+        keep * (dh * z + dgates_h @ W_hh)``).
+    """
+    hidden = h_prev.shape[-1]
+    r, z, n = act.split(hidden, dim=2)
+    rz = act[..., : 2 * hidden]  # (K, B, 2H)
+    slope = torch.addcmul(rz, rz, rz, value=-1)  # sigmoid' = s - s^2
+    half_dn = torch.addcmul(_constant(act, 0.5), n, n, value=-0.5)  # d tanh(u) / d(2u)
+    coef_n = torch.addcmul(half_dn, half_dn, z, value=-1)  # (1 - z) (1 - n^2) / 2
+    coef_h = torch.empty_like(act)  # (K, B, 3H)
+    torch.mul(coef_n * gates_hn, slope[..., :hidden], out=coef_h[..., :hidden])
+    torch.mul(h_prev - n, slope[..., hidden:], out=coef_h[..., hidden : 2 * hidden])
+    torch.mul(coef_n, r, out=coef_h[..., 2 * hidden :])
+    return coef_h, coef_n, z
+
+
+def gru_backward_loop(
+    dy: Tensor,
+    dh: Tensor,
+    saved: tuple[Tensor, Tensor, Tensor],
+    keep: Tensor,
+    resets: list[bool],
+    weight_hh: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reverse-time loop: gradients of the input and recurrent gates of every step.
+
+    Args:
+        dy: gradient of the outputs ``[T, B, H]``; dh: of the final state ``[B, H]``.
+        saved: ``(act, gates_hn, h_prev)``: from :func:`gru_loop`, and the masked state entering
+            each step ``[T, B, H]``.
+        keep, resets, weight_hh: as in :func:`gru_loop`.
+
+    Returns:
+        ``(dgates_x[T, B, 3H], dgates_h[T, B, 3H], dh0[B, H])``.
+    """
+    act, gates_hn, h_prev = saved
+    steps, batch, hidden = dy.shape
+    dgates_x, dgates_h = torch.empty_like(act), torch.empty_like(act)  # (T, B, 3H)
+    weight_hh_t = weight_hh.t()  # (H, 3H): dh_prev = dgates_h @ W_hh
+    linear_add = linear_add_for(dy, batch * hidden * 3 * hidden)
+    d_s, d3_s = dgates_h.unbind(0), dgates_h.view(steps, batch, 3, hidden).unbind(0)
+    dy_s, keep_s = dy.unbind(0), keep.unbind(0)
+    dh = dh + dy[-1]
+    for start, end in reversed_blocks(steps, batch * hidden):
+        block = slice(start, end)
+        coef_h, coef_n, z = gru_backward_coefficients(act[block], gates_hn[block], h_prev[block])
+        coef_s, z_s = coef_h.view(end - start, batch, 3, hidden).unbind(0), z.unbind(0)
+        dh_block = []
+        for t in range(end - 1, start - 1, -1):
+            k = t - start
+            dh_block.append(dh)
+            torch.mul(coef_s[k], dh.unsqueeze(1), out=d3_s[t])
+            if t == 0:
+                dh = linear_add(d_s[0], weight_hh_t, dh * z_s[0]) * keep_s[0]
+            elif resets[t]:
+                direct = linear_add(d_s[t], weight_hh_t, dh * z_s[k])
+                dh = torch.addcmul(dy_s[t - 1], direct, keep_s[t])
+            else:
+                dh = linear_add(d_s[t], weight_hh_t, torch.addcmul(dy_s[t - 1], dh, z_s[k]))
+        # r and z blocks of the input gates' gradient equal the recurrent ones; n differs by r.
+        dgates_x[block, :, : 2 * hidden] = dgates_h[block, :, : 2 * hidden]
+        torch.mul(torch.stack(dh_block[::-1]), coef_n, out=dgates_x[block, :, 2 * hidden :])
+    return dgates_x, dgates_h, dh
 
 
 class GRUFunction(torch.autograd.Function):
-    """One GRU layer ``(gates_x, h0, keep, weight_hh, bias_hh) -> (y, h_T)``."""
+    """One GRU layer ``(x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh) -> (y, h_T)``.
+
+    The ``n`` blocks of weights and biases doubled, see :func:`gru_loop`.
+    """
 
     @staticmethod
-    def forward(ctx, gates_x, h0, keep, weight_hh, bias_hh):  # noqa: D102
+    def forward(ctx, x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
+        gates_x = linear(x.flatten(0, 1), weight_ih, bias_ih).view(x.shape[0], x.shape[1], -1)
         resets = reset_steps(keep)
-        y, act, gates_h = gru_loop(gates_x, h0, keep, resets, weight_hh, bias_hh)
+        y, act, gates_hn = gru_loop(gates_x, h0, keep, resets, weight_hh, bias_hh)
         ctx.resets = resets
-        ctx.save_for_backward(y, act, gates_h, h0, keep, weight_hh)
+        ctx.save_for_backward(x, y, act, gates_hn, h0, keep, weight_ih, weight_hh)
         return y, y[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy, dh_last):  # noqa: D102
-        y, act, gates_h, h0, keep, weight_hh = ctx.saved_tensors
-        dy = torch.zeros_like(y) if dy is None else dy
-        dh_last = torch.zeros_like(h0) if dh_last is None else dh_last
+    def backward(ctx, dy, dh_last):
+        x, y, act, gates_hn, h0, keep, weight_ih, weight_hh = ctx.saved_tensors
         h_prev = shifted_state(h0, y, keep)  # (T, B, H)
-        coef_h, dn_pre, carry = gru_backward_coefficients(act, gates_h, h_prev, keep)
-        dgates_h, dh_all, dh0 = gru_backward_loop(
-            dy, dh_last, coef_h, carry, keep, ctx.resets, weight_hh
+        dgates_x, dgates_h, dh0 = gru_backward_loop(
+            dy.contiguous(), dh_last, (act, gates_hn, h_prev), keep, ctx.resets, weight_hh
         )
-        hidden = h0.shape[-1]
-        dgates_x = dgates_h.clone()  # (T, B, 3H)
-        torch.mul(dh_all, dn_pre, out=dgates_x[..., 2 * hidden :])
-        flat_dgates_h = dgates_h.flatten(0, 1)  # (T*B, 3H)
-        dweight_hh = flat_dgates_h.t() @ h_prev.flatten(0, 1)  # (3H, H)
-        return dgates_x, dh0, None, dweight_hh, flat_dgates_h.sum(0)
+        flat_x, flat_h = dgates_x.flatten(0, 1), dgates_h.flatten(0, 1)  # (T*B, 3H)
+        dx, dweight_ih = _projection_grads(ctx.needs_input_grad[0], flat_x, x, weight_ih)
+        dweight_hh = weight_grad(flat_h, h_prev.flatten(0, 1))  # (3H, H)
+        return dx, dh0, None, dweight_ih, dweight_hh, flat_x.sum(0), flat_h.sum(0)
 
 
 def gru_layer(
@@ -329,15 +453,17 @@ def gru_layer(
     bias_ih: Tensor,
     bias_hh: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """One GRU layer; same signature and result as :func:`~recurrl.nn.reference.gru_layer_reference`.
+    """One GRU layer, same arguments and result as ``reference.gru_layer_reference``.
 
-    Without autograd (acting, evaluation) the plain loop runs without the Function's overhead.
+    Without autograd (acting, evaluation) the loop runs without the Function's bookkeeping.
     """
-    steps, batch = x.shape[0], x.shape[1]
-    gates_x = torch.addmm(bias_ih, x.flatten(0, 1), weight_ih.t()).view(
-        steps, batch, -1
-    )  # (T, B, 3H)
-    if torch.is_grad_enabled() and _any_requires_grad(gates_x, h, weight_hh, bias_hh):
-        return GRUFunction.apply(gates_x, h, keep, weight_hh, bias_hh)
+    steps, batch, hidden = x.shape[0], x.shape[1], h.shape[-1]
+    scale = _tanh_gate_scale(weight_hh, 3, hidden)  # (3H, 1): n rows doubled
+    weight_ih, weight_hh = weight_ih * scale, weight_hh * scale
+    bias_ih, bias_hh = bias_ih * scale[:, 0], bias_hh * scale[:, 0]
+    weights = (weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled() and _any_requires_grad(x, h, *weights):
+        return GRUFunction.apply(x, h, keep, *weights)
+    gates_x = linear(x.flatten(0, 1), weight_ih, bias_ih).view(steps, batch, -1)  # (T, B, 3H)
     y, _, _ = gru_loop(gates_x, h, keep, reset_steps(keep), weight_hh, bias_hh)
     return y, y[-1]

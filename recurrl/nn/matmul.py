@@ -1,0 +1,94 @@
+"""Matrix products for the fused recurrent layers, with a faster CPU backend where it exists.
+
+PyTorch sends float32 ``mm``/``addmm`` on CPU to MKL. On some CPUs (measured: AMD EPYC Zen 5,
+torch 2.13) MKL's sgemm runs at about half the speed of oneDNN, which is what ``torch.nn.LSTM``
+itself uses on CPU. oneDNN's matrix product is reachable from Python only through the operator
+``torch.ops.mkldnn._linear_pointwise`` (made for the inductor compiler; dense tensors in and out,
+exact float32). It is private, so it is used only after a probe call agrees with ``torch.mm``, only
+for float32 on CPU, and only for products large enough to amortise its ~10 us call overhead;
+everything else uses ``torch.addmm``. ``ONEDNN_MIN_MACS`` sets that size (0: always, a huge
+number: never).
+
+All functions compute ``x @ weight^T``-style products; ``weight`` may be any strided view (oneDNN
+repacks weights anyway), ``x`` should be contiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+ONEDNN_MIN_MACS = 1 << 20
+"""Smallest product (multiply-accumulates ``M * K * N``) routed to oneDNN."""
+
+_onednn_works: bool | None = None
+
+
+def _onednn_linear() -> object | None:
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def onednn_available() -> bool:
+    """Whether the oneDNN product exists in this torch build and agrees with ``torch.mm``."""
+    global _onednn_works
+    if _onednn_works is None:
+        _onednn_works = False
+        linear = _onednn_linear()
+        if linear is not None and torch.backends.mkldnn.is_available():
+            try:
+                with torch.no_grad():
+                    x, weight = torch.randn(3, 5), torch.randn(4, 5)
+                    result = linear(x, weight, None, "none", [], "")
+                    _onednn_works = torch.allclose(result, x @ weight.t(), atol=1e-5)
+            except RuntimeError:
+                _onednn_works = False
+    return _onednn_works
+
+
+def use_onednn(like: Tensor, macs: int) -> bool:
+    """Whether a product of ``macs`` multiply-adds (dtype, device of ``like``) uses oneDNN."""
+    return (
+        macs >= ONEDNN_MIN_MACS
+        and like.device.type == "cpu"
+        and like.dtype == torch.float32
+        and onednn_available()
+    )
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x[M, K] @ weight[N, K]^T + bias[N]`` -> ``[M, N]``."""
+    if use_onednn(x, x.shape[0] * x.shape[1] * weight.shape[0]):
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
+    if bias is None:
+        return x @ weight.t()
+    return torch.addmm(bias, x, weight.t())
+
+
+def linear_add_for(like: Tensor, macs: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``f(x, weight, other) = other + x @ weight^T``, backend chosen once for a loop of products.
+
+    Args:
+        like: a tensor with the dtype and device of the operands.
+        macs: multiply-accumulates of one product.
+    """
+    if use_onednn(like, macs):
+        onednn = torch.ops.mkldnn._linear_pointwise.binary
+        return lambda x, weight, other: onednn(x, other, weight, None, "add")
+    return lambda x, weight, other: torch.addmm(other, x, weight.t())
+
+
+def weight_grad(grad_out: Tensor, inputs: Tensor) -> Tensor:
+    """Gradient of a weight: ``grad_out[M, N]^T @ inputs[M, K]`` -> ``[N, K]`` (contiguous)."""
+    if use_onednn(inputs, grad_out.shape[0] * grad_out.shape[1] * inputs.shape[1]):
+        # (inputs^T @ grad_out)^T: oneDNN wants a contiguous left operand; the transposed right
+        # one is repacked for free, and inputs is the smaller of the two to copy.
+        product = torch.ops.mkldnn._linear_pointwise(
+            inputs.t().contiguous(), grad_out.t(), None, "none", [], ""
+        )  # (K, N)
+        return product.t().contiguous()
+    return grad_out.t() @ inputs
