@@ -163,7 +163,7 @@ class WandbConfig:
     tags: list[str] = field(default_factory=list)
     """W&B tags."""
     log_checkpoints: bool = False
-    """Upload checkpoints (latest, best, final) as W&B model artifacts."""
+    """Upload checkpoints (periodic, best, final) as versions of a W&B model artifact."""
 
 
 @dataclass
