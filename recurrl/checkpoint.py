@@ -1,8 +1,10 @@
 """Checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``.
 
 A checkpoint holds only tensors and plain data: the policy and optimizer state dicts, the
-resolved config, the spaces (as dicts, see ``recurrl.spaces``) and the global step. Nothing is
-unpickled beyond that, so a file carrying pickled code is refused.
+resolved config, the spaces (as dicts, see ``recurrl.spaces``) and the global step; one written
+by a training run also holds its ``training`` state for exact resume (see ``recurrl.resume``).
+Nothing is unpickled beyond that, so a file carrying pickled code is refused. A write goes to a
+temporary file renamed over the target, so a failed or killed write keeps the previous file.
 """
 
 from __future__ import annotations

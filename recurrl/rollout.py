@@ -349,7 +349,7 @@ class Collector:
             "pending_reset": torch.from_numpy(self.pending_reset.copy()),
             "running_return": torch.from_numpy(self.running_return.copy()),
             "running_length": torch.from_numpy(self.running_length.copy()),
-            "unseen_rewards": [torch.from_numpy(r) for r in getattr(self, "unseen_rewards", [])],
+            "unseen_rewards": [torch.from_numpy(r) for r in self.unseen_rewards],
             "reward_scaler": scaler,
         }
 
