@@ -42,8 +42,7 @@ class EnvConfig:
     """``auto`` (the env's native vector env if it has one, else sync), ``native``, ``sync``,
     ``async``."""
     wrappers: list[dict[str, Any]] = field(default_factory=list)
-    """Wrappers applied to each single env, in order: ``{path: "package.module:Class", kwargs:
-    {...}}`` (imported by path; ``auto`` vectorization then uses sync)."""
+    """Wrappers for each single env, in order: ``{path: "pkg.module:Class", kwargs: {...}}``."""
 
 
 @dataclass
@@ -65,15 +64,13 @@ class PolicyConfig:
     log_std_init: float = 0.0
     """Initial log standard deviation of the Gaussian head (Box actions)."""
     squash_actions: bool = False
-    """Box actions: squash the Gaussian sample by tanh and rescale it to the bounds (log-prob
-    includes the Jacobian) instead of clipping it."""
+    """Box actions: squash the Gaussian sample by tanh, rescaled to the bounds (not clipped)."""
     encoder: str = "auto"
-    """Observation encoder: ``auto`` (CNN for uint8 HxWxC / CxHxW images, MLP otherwise),
-    ``mlp`` or ``cnn`` (a CNN for every 2-d / 3-d Box part)."""
+    """``auto`` (a CNN for uint8 images), ``mlp``, or ``cnn`` (a CNN for every 2-d/3-d Box)."""
     prev_action: bool = False
     """Feed the previous action (one-hot if discrete) into the core; zero at episode starts."""
     prev_reward: bool = False
-    """Feed the previous (raw) reward into the core; zero at episode starts."""
+    """Feed the previous reward (standardised) into the core; zero at episode starts."""
     layer_norm: bool = False
     """Layer-normalised LSTM / GRU cells."""
     learned_initial_state: bool = False
