@@ -198,3 +198,16 @@ def test_masked_actions_get_zero_probability_in_the_loss():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in policy.parameters() if p.grad is not None)
+
+
+def test_state_dicts_from_before_per_part_encoders_load():
+    torch.manual_seed(0)
+    policy = ActorCritic(spaces.Box(-1, 1, (2,)), spaces.Discrete(2))
+    old_layout = {
+        key.replace("encoder.parts.0.mlp.", "encoder.net."): value
+        for key, value in policy.state_dict().items()
+    }
+    assert "encoder.net.0.weight" in old_layout
+    fresh = ActorCritic(spaces.Box(-1, 1, (2,)), spaces.Discrete(2))
+    fresh.load_state_dict(old_layout)
+    torch.testing.assert_close(fresh.state_dict(), policy.state_dict())

@@ -215,8 +215,15 @@ class ObservationEncoder(nn.Module):
             )
         self.parts = nn.ModuleDict(parts)
         self.out_features = sum(p.out_features for p in self.parts.values())
+        self.register_load_state_dict_pre_hook(_rename_single_part_keys)
 
     def forward(self, leaves: list[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
         """``leaves``: the observation's parts ``[N, ...]`` in ``space_leaves`` order."""
         features = [encode(leaves[int(key)], dtype) for key, encode in self.parts.items()]
         return features[0] if len(features) == 1 else torch.cat(features, dim=-1)  # (N, F)
+
+
+def _rename_single_part_keys(module, state_dict, prefix, *args) -> None:
+    """Load checkpoints from before per-part encoders (``encoder.net.*``: one Box or Discrete)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "net.")]:
+        state_dict[prefix + "parts.0.mlp." + key[len(prefix + "net.") :]] = state_dict.pop(key)
