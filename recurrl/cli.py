@@ -110,15 +110,16 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from recurrl.suite import run_suite
+    from recurrl.suite import default_out, run_suite
 
+    out = args.out or default_out(args.suite)
     try:
-        out, jobs = run_suite(args.suite, args.seeds, args.jobs, args.out, args.overrides)
+        _, jobs = run_suite(args.suite, args.seeds, args.jobs, out, args.overrides)
     except KeyboardInterrupt:
+        again = " ".join([args.suite, *args.overrides, f"--seeds {args.seeds}"])
         print(
-            f"recurrl: suite stopped; the runs saved checkpoints: run the same command with "
-            f"--out set to the suite folder to continue (recurrl suite {args.suite} --seeds "
-            f"{args.seeds} --out OUT)",
+            f"recurrl: suite stopped, each run with a checkpoint; continue with: recurrl suite "
+            f"{again} --jobs {args.jobs} --out {out}",
             file=sys.stderr,
         )
         return 130

@@ -223,7 +223,7 @@ class GracefulStop:
     """First SIGINT or SIGTERM: finish the current update, checkpoint, stop cleanly.
 
     A second signal raises ``KeyboardInterrupt`` at once. Handlers are installed only in the
-    main thread (``signal`` allows no other) and restored on exit.
+    main thread (``signal`` allows no other), never over an ignored signal, and restored on exit.
     """
 
     def __init__(self) -> None:
@@ -239,7 +239,9 @@ class GracefulStop:
             yield self
             return
         previous = {
-            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+            sig: signal.signal(sig, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN  # e.g. under nohup: stay ignored
         }
         try:
             yield self

@@ -81,7 +81,7 @@ def plan_jobs(suite: str | Path, seeds: int, out: Path, extra: list[str]) -> lis
                 continue
             train = [sys.executable, "-m", "recurrl", "train", "--eval-episodes=0"]
             if (run_dir / "checkpoints" / "latest.pt").is_file():
-                command = [*train, "--resume", str(run_dir)]
+                command = [*train, "--resume", str(run_dir), *extra]  # e.g. ppo.total_steps
             else:
                 command = [*train, str(config_path), *overrides, *extra]
                 command += [f"seed={seed}", f"run.dir={run_dir}"]
@@ -101,8 +101,8 @@ def run_jobs(jobs: list[Job], parallel: int) -> list[Job]:
             while pending and len(running) < parallel:
                 job = pending.pop(0)
                 job.log.parent.mkdir(parents=True, exist_ok=True)
-                with open(job.log, "w") as log:
-                    # Own session: a terminal's Ctrl-C reaches us only; we forward exactly one.
+                with open(job.log, "a") as log:  # a continued run appends
+                    # Own session: a terminal's Ctrl-C reaches us only; we forward one SIGTERM.
                     job.process = subprocess.Popen(
                         job.command,
                         stdout=log,
@@ -124,7 +124,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> list[Job]:
                 )
     except KeyboardInterrupt:
         for job in running:
-            job.process.send_signal(signal.SIGINT)  # each run checkpoints and stops
+            job.process.send_signal(signal.SIGTERM)  # each run checkpoints and stops
         for job in running:
             job.process.wait()
         raise
@@ -198,13 +198,18 @@ def run_suite(
     Returns the output folder and the jobs run now (``returncode`` set; nonzero = failed).
     """
     name, _ = load_suite(suite)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(out) if out else Path("runs") / "suites" / f"{name}-{stamp}"
+    out = Path(out) if out else default_out(suite)
     jobs = plan_jobs(suite, seeds, out, list(extra))
     print(f"suite {name}: {len(jobs)} runs to do in {out} ({parallel} at a time)", flush=True)
     run_jobs(jobs, parallel)
     write_report(suite, seeds, out, list(extra))
     return out, jobs
+
+
+def default_out(suite: str | Path) -> Path:
+    """``runs/suites/<suite name>-<timestamp>``."""
+    name, _ = load_suite(suite)
+    return Path("runs") / "suites" / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def write_report(suite: str | Path, seeds: int, out: Path, extra: list[str]) -> None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from recurrl.checkpoint import load_checkpoint
 from recurrl.cli import main
 from recurrl.config import load_config
 from recurrl.plot import PlotError, find_runs, mean_band, plot_runs
-from recurrl.suite import load_suite, run_suite
+from recurrl.suite import load_suite, plan_jobs, run_suite
 
 PNG = b"\x89PNG"
 
@@ -111,6 +115,34 @@ def test_suite_runs_every_seed_then_reports(tmp_path, capsys):
     # Running it again finds every run finished and only rewrites the report.
     _, jobs = run_suite(suite, 2, 2, out)
     assert jobs == [] and (out / "results.md").read_text() == results
+
+
+def test_stopping_a_suite_checkpoints_every_run_and_continues(tmp_path):
+    suite = tmp_path / "long.yaml"
+    lstm = str(Path("experiments/cartpole_novelocity_lstm.yaml").resolve())
+    overrides = [*TINY, "ppo.total_steps=10000000", "eval.every=0"]
+    suite.write_text(
+        yaml.safe_dump({"name": "long", "overrides": overrides, "experiments": [lstm]})
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "recurrl", "suite", str(suite), "--seeds", "2", "--jobs", "2"]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    logs = [out / "cartpole_novelocity_lstm" / f"seed{s}" / "metrics.jsonl" for s in (1, 2)]
+    deadline = time.monotonic() + 120
+    while not all(log.is_file() and "\n" in log.read_text() for log in logs):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and f"--jobs 2 --out {out}" in err, err
+    for log in logs:
+        assert load_checkpoint(log.parent / "checkpoints" / "latest.pt")["global_step"] > 0
+    jobs = plan_jobs(suite, 2, out, ["ppo.total_steps=512"])
+    assert [job.command[-3:] for job in jobs] == [
+        ["--resume", str(log.parent), "ppo.total_steps=512"] for log in logs
+    ]
 
 
 def sweep_args(sweep: dict) -> list[str]:
