@@ -4,6 +4,7 @@ Each pair runs on :class:`tests.space_envs.RandomSpaceEnv` (observations sampled
 itself) through the real pipeline: ``make_vector_env`` -> ``ActorCritic`` -> ``Collector`` ->
 first-epoch log-probs equal to the stored ones -> one PPO update -> ``save_checkpoint`` ->
 ``recurrl.load_policy`` -> ``act`` (single and batched) giving the same actions as the original.
+The previous action and reward are core inputs throughout, so every action space is also encoded.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def test_space_pair_collect_update_save_load_act(obs_name, action_name, tmp_path
     obs_space = OBSERVATION_SPACES[obs_name]
     action_space, squash = ACTION_SPACES[action_name]
     environment = env_config(obs_space, action_space, truncate=True)
-    config = Config(env=environment, policy=PolicyConfig(**TINY_POLICY, squash_actions=squash))
+    previous = {"prev_action": True, "prev_reward": True}  # every action space as a core input
+    policy_config = PolicyConfig(**TINY_POLICY, squash_actions=squash, **previous)
+    config = Config(env=environment, policy=policy_config)
     policy = ActorCritic(obs_space, action_space, config.policy, normalize_obs=True)
 
     rollout, advantages, returns = collect(policy, environment)
@@ -142,6 +145,9 @@ def test_space_pair_collect_update_save_load_act(obs_name, action_name, tmp_path
         assert_same_actions(ours, theirs)
     sampled, state = loaded.act(single, None, True)
     assert action_space.contains(sampled), (sampled, action_space)
+    ours, _ = policy.act(single, state, False, True, prev_action=sampled, prev_reward=1.5)
+    theirs, _ = loaded.act(single, state, False, True, prev_action=sampled, prev_reward=1.5)
+    assert_same_actions(ours, theirs)
     batch_actions, _ = loaded.act(batch, None, True)
     assert all(action_space.contains(a) for a in batch_actions)
     assert all(s.shape[1] == 1 for s in state)

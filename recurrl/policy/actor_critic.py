@@ -198,7 +198,13 @@ class ActorCritic(nn.Module):
 
     # --- sequence forward -------------------------------------------------------------------
 
-    def _encode(self, obs: Observation, episode_start: Tensor, prev_action, prev_reward) -> Tensor:
+    def _encode(
+        self,
+        obs: Observation,
+        episode_start: Tensor,
+        prev_action: Tensor | None,
+        prev_reward: Tensor | None,
+    ) -> Tensor:
         """``obs[T, B, ...]`` (+ previous action and reward) ``-> features[T, B, F]``."""
         T, B = episode_start.shape
         leaves = observation_leaves(self.observation_space, obs)
@@ -331,7 +337,14 @@ class ActorCritic(nn.Module):
         action = self.head.to_env(out.action.cpu().numpy())
         return (action[0] if single else action), out.state
 
-    def _previous_inputs(self, prev_action, prev_reward, starts, single, device):
+    def _previous_inputs(
+        self,
+        prev_action: Any,
+        prev_reward: Any,
+        starts: np.ndarray,
+        single: bool,
+        device: torch.device,
+    ) -> tuple[Tensor | None, Tensor | None]:
         """``act``'s previous action / reward as ``[B, ...]`` tensors (placeholders at starts)."""
         if self.previous is None:
             return None, None
