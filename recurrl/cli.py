@@ -69,11 +69,23 @@ def _summary(result, config, eval_episodes: int) -> str:
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from recurrl.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
+    from recurrl.checkpoint import (
+        check_spaces,
+        load_checkpoint,
+        policy_from_checkpoint,
+        resolve_checkpoint_path,
+    )
+    from recurrl.config import config_from_dict
     from recurrl.evaluate import evaluate
+    from recurrl.make_env import make_vector_env
 
     path = resolve_checkpoint_path(args.checkpoint)
-    policy, config = policy_from_checkpoint(load_checkpoint(path))
+    payload = load_checkpoint(path)
+    env_config = config_from_dict(payload["config"]).env
+    envs = make_vector_env(env_config, 1)  # the env may have changed since training
+    envs.close()
+    check_spaces(payload, envs.single_observation_space, envs.single_action_space, env_config.id)
+    policy, config = policy_from_checkpoint(payload)
     if args.video:
         from recurrl.video import record_episode, write_video
 

@@ -186,7 +186,7 @@ def test_resume_restarts_envs_without_state_and_continues(
     assert main(["train", "--resume", str(run_dir), "ppo.total_steps=640", "--quiet"]) == 0
 
 
-def test_resume_refuses_changed_env_policy_and_spaces(tiny_overrides, tmp_path):
+def test_resume_refuses_changed_env_policy_and_spaces(tiny_overrides, tmp_path, capsys):
     run_dir = train(load_config("experiments/quickstart.yaml", tiny_overrides), quiet=True).run_dir
     _, payload = resume_checkpoint(run_dir)
     with pytest.raises(ConfigError, match="policy.hidden_size: cannot change when resuming"):
@@ -199,6 +199,9 @@ def test_resume_refuses_changed_env_policy_and_spaces(tiny_overrides, tmp_path):
     config = resume_config(run_dir, payload, ["ppo.total_steps=1024"])
     with pytest.raises(CheckpointError, match="observation space .* checkpoint was trained on"):
         Trainer(config, quiet=True, resume=payload)
+    write_checkpoint(tmp_path / "other.pt", payload)
+    assert main(["eval", str(tmp_path / "other.pt")]) == 2
+    assert "checkpoint was trained on Box(-1.0, 1.0, (3,)" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="no checkpoints/latest.pt"):
         resume_checkpoint(tmp_path / "nowhere")
 
