@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from torch.distributions import AffineTransform, TanhTransform, TransformedDistribution
 
 import recurrl
 from recurrl import ppo
@@ -325,3 +326,27 @@ def test_normalisation_statistics_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(ours, theirs)
     returns = evaluate(loaded, config.env, episodes=3, deterministic=True)
     assert len(returns) == 3 and all(np.isfinite(returns))
+
+
+# --- squashed Gaussian actions ------------------------------------------------------------------
+
+
+def test_squashed_log_prob_is_the_density_of_the_env_action():
+    torch.manual_seed(0)
+    space = spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([3.0, 0.5], np.float32))
+    policy = ActorCritic(BOX, space, PolicyConfig(squash_actions=True, log_std_init=0.5)).double()
+    obs = torch.randn(256, 3, dtype=torch.double)
+    out = policy.step(obs, policy.initial_state(256), torch.ones(256, dtype=torch.double))
+    dist, _, _ = policy(obs[None], policy.initial_state(256), torch.ones(1, 256))
+    low, high = torch.tensor(space.low).double(), torch.tensor(space.high).double()
+    reference = TransformedDistribution(
+        dist, [TanhTransform(), AffineTransform((high + low) / 2, (high - low) / 2)]
+    )
+    env_action = policy.head.to_env(out.action.numpy())
+    assert space.contains(env_action[0]) and np.all(env_action >= space.low)
+    assert np.all(env_action <= space.high)
+    expected = reference.log_prob(torch.as_tensor(env_action, dtype=torch.double)).sum(-1)[0]
+    torch.testing.assert_close(out.log_prob, expected, rtol=1e-4, atol=1e-4)
+    huge = policy.head.to_env(np.array([[50.0, -50.0]]))  # saturated tanh stays in bounds
+    np.testing.assert_allclose(huge, [[3.0, 0.0]])
+    assert torch.isfinite(policy.head.log_prob(dist, torch.full((1, 256, 2), 40.0))).all()
