@@ -110,65 +110,41 @@ def test_unused_outputs_get_zero_gradient(cls):
         assert_all_close(grads, grads_ref, 1e-10)
 
 
-def lstm_function_inputs(steps: int, batch: int, input_size: int, hidden: int):
+def gradcheck_inputs(gates: int, steps=5, batch=3, input_size=2, hidden=3):
+    """Float64 leaves ``x, h, W_ih, W_hh, b_ih, b_hh`` and a keep mask with resets."""
     keep = (torch.rand(steps, batch, 1) > 0.3).double()
     keep[0, 0] = 0.0
     keep[2, :] = 0.0  # every row resets
-    tensors = [
-        torch.randn(steps, batch, input_size),
-        torch.randn(batch, hidden),
-        torch.randn(batch, hidden),
-        torch.randn(4 * hidden, input_size),
-        torch.randn(4 * hidden, hidden),
-        torch.randn(4 * hidden),
+    shapes = [
+        (steps, batch, input_size),
+        (batch, hidden),
+        (gates * hidden, input_size),
+        (gates * hidden, hidden),
+        (gates * hidden,),
+        (gates * hidden,),
     ]
-    return [t.double().requires_grad_() for t in tensors], keep
+    return [torch.randn(shape).double().requires_grad_() for shape in shapes], keep
 
 
 def test_lstm_function_gradcheck():
     torch.manual_seed(2)
-    (x, h, c, weight_ih, weight_hh, bias), keep = lstm_function_inputs(5, 3, 2, 3)
+    (x, h, *weights), keep = gradcheck_inputs(4)
+    c = torch.randn_like(h).requires_grad_()
 
-    def run(x, h, c, weight_ih, weight_hh, bias):
-        return fused.LSTMFunction.apply(x, h, c, keep, weight_ih, weight_hh, bias)
+    def run(x, h, c, *weights):
+        return fused.LSTMFunction.apply(x, h, c, keep, *weights)
 
-    assert torch.autograd.gradcheck(run, (x, h, c, weight_ih, weight_hh, bias))
+    assert torch.autograd.gradcheck(run, (x, h, c, *weights))
 
 
 def test_gru_function_gradcheck():
     torch.manual_seed(3)
-    (x, h, _, _, _, _), keep = lstm_function_inputs(5, 3, 2, 3)
-    weights = [torch.randn(9, 2), torch.randn(9, 3), torch.randn(9), torch.randn(9)]
-    weights = [weight.double().requires_grad_() for weight in weights]
+    (x, h, *weights), keep = gradcheck_inputs(3)
 
-    def run(x, h, weight_ih, weight_hh, bias_ih, bias_hh):
-        return fused.GRUFunction.apply(x, h, keep, weight_ih, weight_hh, bias_ih, bias_hh)
+    def run(x, h, *weights):
+        return fused.GRUFunction.apply(x, h, keep, *weights)
 
     assert torch.autograd.gradcheck(run, (x, h, *weights))
-
-
-@pytest.mark.parametrize("layer", ["lstm", "gru"])
-def test_layer_gradcheck_through_weight_preparation(layer):
-    """The torch-layout parameters' gradients (through gate reordering and scaling)."""
-    torch.manual_seed(4)
-    steps, batch, input_size, hidden = 4, 2, 2, 3
-    gates = 4 if layer == "lstm" else 3
-    keep = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]).double().unsqueeze(-1)
-    x = torch.randn(steps, batch, input_size).double().requires_grad_()
-    h = torch.randn(batch, hidden).double().requires_grad_()
-    shapes = [(gates * hidden, input_size), (gates * hidden, hidden), (gates * hidden,)] + [
-        (gates * hidden,)
-    ]
-    weights = [torch.randn(shape).double().requires_grad_() for shape in shapes]
-    if layer == "lstm":
-        c = torch.randn(batch, hidden).double().requires_grad_()
-        inputs = (x, h, c, *weights)
-        assert torch.autograd.gradcheck(
-            lambda x, h, c, *w: fused.lstm_layer(x, h, c, keep, *w), inputs
-        )
-    else:
-        inputs = (x, h, *weights)
-        assert torch.autograd.gradcheck(lambda x, h, *w: fused.gru_layer(x, h, keep, *w), inputs)
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU])

@@ -1,26 +1,23 @@
 """Fast reset-aware LSTM and GRU layers: whole-sequence Functions with a hand-written backward.
 
-Same maths as :mod:`recurrl.nn.reference` (the definition; ``tests/test_nn_fast.py`` holds the two
-equal). Why this is faster on CPU, each measured:
+Same maths and arguments as :mod:`recurrl.nn.reference` (the definition; ``tests/test_nn_fast.py``
+holds the two equal). Why this is faster on CPU, each point measured:
 
-* The input projection ``x @ W_ih^T`` is one matrix product over ``T * B`` rows, before the loop;
-  ``dx``, ``dW_ih`` and ``dW_hh`` are one matrix product each after the backward loop. Matrix
-  products go through :mod:`recurrl.nn.matmul` (oneDNN on CPU where it is faster than MKL).
+* The input projection ``x @ W_ih^T`` is one matrix product over ``T * B`` rows before the loop;
+  ``dx``, ``dW_ih`` and ``dW_hh`` are one product each after the backward loop. Products go
+  through :mod:`recurrl.nn.matmul` (oneDNN on CPU, where it beats MKL).
 * The forward loop records no autograd graph: one matrix product and seven ``out=``/in-place
-  pointwise ops per step, writing activations into preallocated ``[T, B, ...]`` buffers.
-* The backward loop is written by hand from step-local coefficients that are computed for all
-  steps at once, so each step is one matrix product and ~4 pointwise ops (the unrolled reference
-  costs ~25 autograd nodes per step).
-* ``tanh`` is computed as ``2 * sigmoid(2x) - 1``: torch's CPU ``tanh`` kernel costs ~7x
-  ``sigmoid`` per element. The factor 2 is folded into the weights of the tanh gate (LSTM ``g``,
-  GRU ``n``; autograd maps the gradient back), and the LSTM carries ``2c`` internally; scaling by
-  2 is exact in floating point.
+  pointwise ops per step into preallocated ``[T, B, ...]`` buffers, with every per-step view made
+  before the loop (indexing in the loop costs about as much as a pointwise op).
+* The backward loop is written by hand: one product and ~4 pointwise ops per step (autograd
+  through the unrolled reference runs ~25 nodes per step). Its step-local coefficients are
+  computed for blocks of steps at once, sized to stay in cache (:data:`BLOCK_ELEMENTS`).
+* ``tanh(u)`` is computed as ``2 * sigmoid(2u) - 1``: torch's CPU ``tanh`` costs ~7x ``sigmoid``
+  per element. The LSTM doubles its ``g`` pre-activation (input part once per call, ``W_hh`` rows
+  once per call) and carries ``2c``; the GRU doubles its ``n`` input part and uses
+  ``addcmul(value=2)``. Doubling is exact in floating point.
 * Resets are a keep-mask on the state. On CPU the steps where no row resets are found once and
   skip the masking; on other devices every step is masked (no host sync).
-
-LSTM gates are kept in the order ``(o, i, f, g)`` (torch's ``(i, f, g, o)`` rolled by one block):
-the sigmoid gates are contiguous, and in the backward the three gates whose gradient is
-``dc * coefficient`` are contiguous.
 """
 
 from __future__ import annotations
@@ -38,9 +35,10 @@ BLOCK_ELEMENTS = 1 << 16
 def reset_steps(keep: Tensor) -> list[bool]:
     """Per step, whether any row resets before it; ``keep`` is ``[T, B, 1]``.
 
-    Reading the mask costs one host sync: done on CPU only; elsewhere every step is masked.
+    Reading the mask costs one host sync and a few ops: done on CPU for sequences only; a single
+    step (acting) and other devices mask every step.
     """
-    if keep.device.type != "cpu":
+    if keep.device.type != "cpu" or keep.shape[0] == 1:
         return [True] * keep.shape[0]
     return (keep == 0).flatten(1).any(dim=1).tolist()
 
@@ -71,9 +69,8 @@ def shifted_state(
 def reversed_blocks(steps: int, step_size: int) -> list[tuple[int, int]]:
     """``[start, end)`` blocks covering ``range(steps)``, last block first.
 
-    Each block holds about ``BLOCK_ELEMENTS`` elements of a ``[B, H]`` state (``step_size``), so
-    that the backward coefficients of a block are computed in few ops and still sit in cache when
-    the loop reads them.
+    Each block holds about ``BLOCK_ELEMENTS`` elements of a ``[B, H]`` state (``step_size``):
+    few ops per block, and the block's coefficients are still in cache when the loop reads them.
     """
     size = max(1, BLOCK_ELEMENTS // step_size)
     return [(max(0, end - size), end) for end in range(steps, 0, -size)]
@@ -84,23 +81,12 @@ def _constant(like: Tensor, value: float) -> Tensor:
     return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
-def _tanh_gate_scale(like: Tensor, gates: int, hidden: int) -> Tensor:
-    """``[gates * H, 1]`` of ones with 2 on the last block (the tanh gate's rows)."""
-    scale = torch.ones(gates * hidden, 1, dtype=like.dtype, device=like.device)
-    scale[(gates - 1) * hidden :] = 2.0
-    return scale
-
-
-def _any_requires_grad(*tensors: Tensor) -> bool:
-    return any(tensor.requires_grad for tensor in tensors)
-
-
 def _projection_grads(
     needs_dx: bool, dgates_x: Tensor, x: Tensor, weight_ih: Tensor
-) -> tuple[Tensor | None, Tensor]:
-    """``(dx[T, B, I], dW_ih[G, I])`` of ``gates_x = x @ W_ih^T`` from ``dgates_x[T*B, G]``."""
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(dx[T, B, I], dW_ih[G, I], dbias[G])`` of ``x @ W_ih^T + bias``; ``dgates_x[T*B, G]``."""
     dx = linear(dgates_x, weight_ih.t()).view_as(x) if needs_dx else None
-    return dx, weight_grad(dgates_x, x.flatten(0, 1))
+    return dx, weight_grad(dgates_x, x.flatten(0, 1)), dgates_x.sum(0)
 
 
 # ----------------------------------------------------------------------------------------- LSTM
@@ -109,19 +95,19 @@ def _projection_grads(
 def lstm_loop(
     gates_x: Tensor, h: Tensor, c2: Tensor, keep: Tensor, resets: list[bool], weight_hh: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """LSTM recurrence over a sequence, without autograd.
+    """LSTM recurrence over a sequence, without autograd; gate order ``(i, f, g, o)``.
 
     Args:
-        gates_x: input part of the gates, both biases included, ``(o, i, f, 2g)`` order
+        gates_x: input part of the gates, both biases included, ``g`` block doubled
             ``[T, B, 4H]``.
         h: initial hidden state ``[B, H]``; c2: twice the initial cell state ``[B, H]``.
         keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
-        weight_hh: ``[4H, H]``, ``(o, i, f, 2g)`` order.
+        weight_hh: ``[4H, H]``, ``g`` rows doubled.
 
     Returns:
         ``(y, c2_all, tanh_c, act)``: outputs, twice the cell states and ``tanh`` of the cell
-        states ``[T, B, H]`` of every step, and the activations ``[T, B, 4H]``
-        (``sigmoid`` of o, i, f and ``2 * tanh`` of g).
+        states ``[T, B, H]`` of every step, and the activations ``[T, B, 4H]`` (``sigmoid`` of
+        i, f, o and ``2 tanh`` of g).
     """
     steps, batch, hidden = gates_x.shape[0], h.shape[0], h.shape[1]
     act = torch.empty_like(gates_x)  # (T, B, 4H)
@@ -129,8 +115,7 @@ def lstm_loop(
     c2_all, tanh_c = torch.empty_like(y), torch.empty_like(y)
     minus_one, minus_two = _constant(h, -1.0), _constant(h, -2.0)
     linear_add = linear_add_for(h, batch * hidden * 4 * hidden)
-    # Per-step views made up front: indexing inside the loop costs more than the pointwise ops.
-    o_s, i_s, f_s, g2_s = (gate.unbind(0) for gate in act.split(hidden, dim=2))
+    i_s, f_s, g2_s, o_s = (gate.unbind(0) for gate in act.split(hidden, dim=2))
     act_s, gates_x_s, keep_s = act.unbind(0), gates_x.unbind(0), keep.unbind(0)
     y_s, c2_s, tanh_c_s = y.unbind(0), c2_all.unbind(0), tanh_c.unbind(0)
     for t in range(steps):
@@ -149,27 +134,27 @@ def lstm_loop(
 def lstm_backward_coefficients(
     act: Tensor, c2_prev: Tensor, tanh_c: Tensor, keep: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Step-local derivative factors of the backward loop, for a block of steps at once.
+    """Step-local derivative factors of the backward loop, for a block of ``K`` steps at once.
 
     Args:
         act, tanh_c, keep: of the block, see :func:`lstm_loop`; c2_prev: ``2c`` entering each
             step of the block, masked ``[K, B, H]``.
 
     Returns:
-        ``coef[K, B, 4H]`` with ``dgates = [dh, dc2, dc2, dc2] * coef``, ``dc2_from_dh[K, B, H]``
-        (``dc2 += dh * dc2_from_dh``) and ``dc2_carry[K, B, H]`` (``dc2_prev = dc2 * dc2_carry``,
-        mask included); ``dc2`` is the gradient of ``2c``.
+        ``coef[K, B, 4H]`` with ``dgates = [dc2, dc2, dc2, dh] * coef`` (gradient of the
+        pre-activations, ``g`` not doubled), ``dc2_from_dh[K, B, H]`` (``dc2 += dh *
+        dc2_from_dh``) and ``dc2_carry[K, B, H]`` (``dc2_prev = dc2 * dc2_carry``, mask
+        included); ``dc2`` is the gradient of ``2c``.
     """
     hidden = tanh_c.shape[-1]
-    o, i, f, g2 = act.split(hidden, dim=2)
-    sig = act[..., : 3 * hidden]  # (K, B, 3H): o, i, f
-    slope = torch.addcmul(sig, sig, sig, value=-1)  # sigmoid' = s - s^2
+    i, f, g2, o = act.split(hidden, dim=2)
     coef = torch.empty_like(act)  # (K, B, 4H)
-    torch.mul(tanh_c, slope[..., :hidden], out=coef[..., :hidden])
-    torch.mul(g2, slope[..., hidden : 2 * hidden], out=coef[..., hidden : 2 * hidden])
-    torch.mul(c2_prev, slope[..., 2 * hidden :], out=coef[..., 2 * hidden : 3 * hidden])
-    d_g2 = torch.addcmul(_constant(act, 1.0), g2, g2, value=-0.25)  # d(2g)/du = 1 - g^2
-    torch.mul(i, d_g2, out=coef[..., 3 * hidden :])
+    slope = torch.addcmul(act, act, act, value=-1)  # sigmoid' = s - s^2 (g block unused)
+    torch.mul(g2, slope[..., :hidden], out=coef[..., :hidden])
+    torch.mul(c2_prev, slope[..., hidden : 2 * hidden], out=coef[..., hidden : 2 * hidden])
+    d_g = torch.addcmul(_constant(act, 2.0), g2, g2, value=-0.5)  # d(2g)/dg_pre = 2 (1 - g^2)
+    torch.mul(i, d_g, out=coef[..., 2 * hidden : 3 * hidden])
+    torch.mul(tanh_c, slope[..., 3 * hidden :], out=coef[..., 3 * hidden :])
     dc2_from_dh = torch.addcmul(_constant(act, 0.5), tanh_c, tanh_c, value=-0.5).mul_(o)
     return coef, dc2_from_dh, f * keep
 
@@ -189,7 +174,7 @@ def lstm_backward_loop(
         dy: gradient of the outputs ``[T, B, H]``; dh, dc2: of the final ``h`` and ``2c``
             ``[B, H]``.
         saved: ``(act, c2_all, tanh_c, c2_first)`` from the forward (:func:`lstm_loop`).
-        keep, resets, weight_hh: as in :func:`lstm_loop`.
+        keep, resets: as in :func:`lstm_loop`; weight_hh: ``[4H, H]`` as the caller's.
 
     Returns:
         ``(dgates[T, B, 4H], dh0[B, H], dc2_0[B, H])``.
@@ -200,8 +185,8 @@ def lstm_backward_loop(
     weight_hh_t = weight_hh.t()  # (H, 4H): dh_prev = dgates @ W_hh
     linear_add = linear_add_for(dy, batch * hidden * 4 * hidden)
     zeros = torch.zeros_like(dh)
-    d_s, d_o_s = dgates.unbind(0), dgates[..., :hidden].unbind(0)
-    d_ifg_s = dgates[..., hidden:].view(steps, batch, 3, hidden).unbind(0)  # (B, 3, H) each
+    d_s, d_o_s = dgates.unbind(0), dgates[..., 3 * hidden :].unbind(0)
+    d_ifg_s = dgates[..., : 3 * hidden].view(steps, batch, 3, hidden).unbind(0)  # (B, 3, H)
     dy_s, keep_s = dy.unbind(0), keep.unbind(0)
     dh = dh + dy[-1]
     for start, end in reversed_blocks(steps, batch * hidden):
@@ -210,14 +195,14 @@ def lstm_backward_loop(
         coef, dc2_from_dh, dc2_carry = lstm_backward_coefficients(
             act[block], c2_prev, tanh_c[block], keep[block]
         )
-        coef_o_s = coef[..., :hidden].unbind(0)
-        coef_ifg_s = coef[..., hidden:].view(end - start, batch, 3, hidden).unbind(0)
-        from_dh_s, carry_s = dc2_from_dh.unbind(0), dc2_carry.unbind(0)
+        coef_ifg_s = coef[..., : 3 * hidden].view(end - start, batch, 3, hidden).unbind(0)
+        coef_o_s, from_dh_s = coef[..., 3 * hidden :].unbind(0), dc2_from_dh.unbind(0)
+        carry_s = dc2_carry.unbind(0)
         for t in range(end - 1, start - 1, -1):
             k = t - start
             dc2 = torch.addcmul(dc2, dh, from_dh_s[k])
-            torch.mul(coef_o_s[k], dh, out=d_o_s[t])
             torch.mul(coef_ifg_s[k], dc2.unsqueeze(1), out=d_ifg_s[t])
+            torch.mul(coef_o_s[k], dh, out=d_o_s[t])
             dc2 = dc2 * carry_s[k]
             if t == 0:
                 dh = linear_add(d_s[0], weight_hh_t, zeros) * keep_s[0]
@@ -229,39 +214,42 @@ def lstm_backward_loop(
 
 
 class LSTMFunction(torch.autograd.Function):
-    """One LSTM layer ``(x, h0, c0, keep, weight_ih, weight_hh, bias) -> (y, h_T, c_T)``.
+    """One LSTM layer, ``(x, h0, c0, keep, W_ih, W_hh, b_ih, b_hh) -> (y, h_T, c_T)``.
 
-    Weights and bias (``bias_ih + bias_hh``) in ``(o, i, f, 2g)`` order, see :func:`lstm_loop`.
+    Arguments as :func:`~recurrl.nn.reference.lstm_layer_reference` (torch's layout).
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, keep, weight_ih, weight_hh, bias):
-        gates_x = linear(x.flatten(0, 1), weight_ih, bias).view(x.shape[0], x.shape[1], -1)
+    def forward(ctx, x, h0, c0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
+        hidden = h0.shape[-1]
+        gates_x = linear(x.flatten(0, 1), weight_ih, bias_ih + bias_hh)  # (T*B, 4H)
+        gates_x[:, 2 * hidden : 3 * hidden] *= 2  # g pre-activation doubled, see module doc
+        weight_hh_2g = weight_hh.clone()
+        weight_hh_2g[2 * hidden : 3 * hidden] *= 2
         resets = reset_steps(keep)
         c2_first = c0 * 2
-        y, c2_all, tanh_c, act = lstm_loop(gates_x, h0, c2_first, keep, resets, weight_hh)
-        ctx.resets = resets
-        ctx.save_for_backward(x, y, c2_all, tanh_c, act, h0, c2_first, keep, weight_ih, weight_hh)
+        y, c2_all, tanh_c, act = lstm_loop(
+            gates_x.view(x.shape[0], x.shape[1], -1), h0, c2_first, keep, resets, weight_hh_2g
+        )
+        if ctx is not None:  # None: called by lstm_layer without autograd
+            ctx.resets = resets
+            saved = (x, y, c2_all, tanh_c, act, h0, c2_first, keep, weight_ih, weight_hh)
+            ctx.save_for_backward(*saved)
         return y, y[-1].clone(), c2_all[-1] * 0.5
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dh_last, dc_last):
         x, y, c2_all, tanh_c, act, h0, c2_first, keep, weight_ih, weight_hh = ctx.saved_tensors
+        saved = (act, c2_all, tanh_c, c2_first)
         dgates, dh0, dc2_0 = lstm_backward_loop(
-            dy.contiguous(),
-            dh_last,
-            dc_last * 0.5,
-            (act, c2_all, tanh_c, c2_first),
-            keep,
-            ctx.resets,
-            weight_hh,
+            dy.contiguous(), dh_last, dc_last * 0.5, saved, keep, ctx.resets, weight_hh
         )
         flat = dgates.flatten(0, 1)  # (T*B, 4H)
-        dx, dweight_ih = _projection_grads(ctx.needs_input_grad[0], flat, x, weight_ih)
+        dx, dweight_ih, dbias = _projection_grads(ctx.needs_input_grad[0], flat, x, weight_ih)
         h_prev = shifted_state(h0, y, keep).flatten(0, 1)  # (T*B, H)
         dweight_hh = weight_grad(flat, h_prev)  # (4H, H)
-        return dx, dh0, dc2_0 * 2, None, dweight_ih, dweight_hh, flat.sum(0)
+        return dx, dh0, dc2_0 * 2, None, dweight_ih, dweight_hh, dbias, dbias
 
 
 def lstm_layer(
@@ -276,19 +264,14 @@ def lstm_layer(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer, same arguments and result as ``reference.lstm_layer_reference``.
 
-    Without autograd (acting, evaluation) the loop runs without the Function's bookkeeping.
+    Without autograd (acting, evaluation) the same loop runs without the Function's bookkeeping.
     """
-    steps, batch, hidden = x.shape[0], x.shape[1], h.shape[-1]
-    # (i, f, g, o) rolled by one block is (o, i, f, g); g rows doubled for the tanh-by-sigmoid.
-    scale = _tanh_gate_scale(weight_hh, 4, hidden)  # (4H, 1)
-    weight_ih = weight_ih.roll(hidden, 0) * scale
-    weight_hh = weight_hh.roll(hidden, 0) * scale
-    bias = (bias_ih + bias_hh).roll(hidden, 0) * scale[:, 0]
-    if torch.is_grad_enabled() and _any_requires_grad(x, h, c, weight_ih, weight_hh, bias):
-        return LSTMFunction.apply(x, h, c, keep, weight_ih, weight_hh, bias)
-    gates_x = linear(x.flatten(0, 1), weight_ih, bias).view(steps, batch, -1)  # (T, B, 4H)
-    y, c2_all, _, _ = lstm_loop(gates_x, h, c * 2, keep, reset_steps(keep), weight_hh)
-    return y, y[-1], c2_all[-1] * 0.5
+    inputs = (x, h, c, keep, weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs):
+        return LSTMFunction.apply(*inputs)
+    with torch.no_grad():
+        y, h, c = LSTMFunction.forward(None, *inputs)
+    return y, h, c
 
 
 # ------------------------------------------------------------------------------------------ GRU
@@ -302,17 +285,17 @@ def gru_loop(
     weight_hh: Tensor,
     bias_hh: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """GRU recurrence over a sequence, without autograd (torch's gate order r, z, n).
+    """GRU recurrence over a sequence, without autograd; gate order ``(r, z, n)``.
 
     Args:
-        gates_x: input part of the gates incl. ``bias_ih``, n block doubled, ``[T, B, 3H]``.
+        gates_x: input part of the gates incl. ``bias_ih``, ``n`` block doubled, ``[T, B, 3H]``.
         h: initial state ``[B, H]``.
         keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
-        weight_hh: ``[3H, H]``; bias_hh: ``[3H]``; n blocks doubled.
+        weight_hh: ``[3H, H]``; bias_hh: ``[3H]``.
 
     Returns:
         ``(y[T, B, H], act[T, B, 3H], gates_hn[T, B, H])``: outputs, activations ``r, z, n`` and
-        the n block of the recurrent gates (doubled) of every step.
+        the ``n`` block of the recurrent gates of every step.
     """
     steps, batch, hidden = gates_x.shape[0], h.shape[0], h.shape[1]
     act = torch.empty_like(gates_x)  # (T, B, 3H)
@@ -322,7 +305,6 @@ def gru_loop(
     bias_hh = bias_hh.expand(batch, -1)  # (B, 3H)
     linear_add = linear_add_for(h, batch * hidden * 3 * hidden)
     two = 2 * hidden
-    # Per-step views made up front: indexing inside the loop costs more than the pointwise ops.
     rz_s, n_s = act[..., :two].unbind(0), act[..., two:].unbind(0)
     x_rz_s, x_n_s = gates_x[..., :two].unbind(0), gates_x[..., two:].unbind(0)
     y_s, keep_s = y.unbind(0), keep.unbind(0)
@@ -333,7 +315,7 @@ def gru_loop(
         gh_n = gh[:, two:]
         gates_hn.append(gh_n)
         rz = torch.add(x_rz_s[t], gh[:, :two], out=rz_s[t]).sigmoid_()
-        n = torch.addcmul(x_n_s[t], rz[:, :hidden], gh_n, out=n_s[t]).sigmoid_()
+        n = torch.addcmul(x_n_s[t], rz[:, :hidden], gh_n, value=2, out=n_s[t]).sigmoid_()
         torch.add(minus_one, n, alpha=2, out=n)  # tanh(u) = 2 sigmoid(2u) - 1
         h = torch.lerp(n, h, rz[:, hidden:], out=y_s[t])  # (1 - z) n + z h
     return y, act, torch.stack(gates_hn)
@@ -342,7 +324,7 @@ def gru_loop(
 def gru_backward_coefficients(
     act: Tensor, gates_hn: Tensor, h_prev: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Step-local derivative factors of the backward loop, for a block of steps at once.
+    """Step-local derivative factors of the backward loop, for a block of ``K`` steps at once.
 
     Args:
         act, gates_hn: of the block, see :func:`gru_loop`; h_prev: ``h`` entering each step of
@@ -357,8 +339,8 @@ def gru_backward_coefficients(
     r, z, n = act.split(hidden, dim=2)
     rz = act[..., : 2 * hidden]  # (K, B, 2H)
     slope = torch.addcmul(rz, rz, rz, value=-1)  # sigmoid' = s - s^2
-    half_dn = torch.addcmul(_constant(act, 0.5), n, n, value=-0.5)  # d tanh(u) / d(2u)
-    coef_n = torch.addcmul(half_dn, half_dn, z, value=-1)  # (1 - z) (1 - n^2) / 2
+    tanh_slope = torch.addcmul(_constant(act, 1.0), n, n, value=-1)  # 1 - n^2
+    coef_n = torch.addcmul(tanh_slope, tanh_slope, z, value=-1)  # (1 - z) (1 - n^2)
     coef_h = torch.empty_like(act)  # (K, B, 3H)
     torch.mul(coef_n * gates_hn, slope[..., :hidden], out=coef_h[..., :hidden])
     torch.mul(h_prev - n, slope[..., hidden:], out=coef_h[..., hidden : 2 * hidden])
@@ -397,7 +379,7 @@ def gru_backward_loop(
         block = slice(start, end)
         coef_h, coef_n, z = gru_backward_coefficients(act[block], gates_hn[block], h_prev[block])
         coef_s, z_s = coef_h.view(end - start, batch, 3, hidden).unbind(0), z.unbind(0)
-        dh_block = []
+        dh_block = []  # gradient of h_t for t = end - 1 .. start
         for t in range(end - 1, start - 1, -1):
             k = t - start
             dh_block.append(dh)
@@ -416,18 +398,22 @@ def gru_backward_loop(
 
 
 class GRUFunction(torch.autograd.Function):
-    """One GRU layer ``(x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh) -> (y, h_T)``.
+    """One GRU layer, ``(x, h0, keep, W_ih, W_hh, b_ih, b_hh) -> (y, h_T)``.
 
-    The ``n`` blocks of weights and biases doubled, see :func:`gru_loop`.
+    Arguments as :func:`~recurrl.nn.reference.gru_layer_reference` (torch's layout).
     """
 
     @staticmethod
     def forward(ctx, x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
-        gates_x = linear(x.flatten(0, 1), weight_ih, bias_ih).view(x.shape[0], x.shape[1], -1)
+        gates_x = linear(x.flatten(0, 1), weight_ih, bias_ih)  # (T*B, 3H)
+        gates_x[:, 2 * h0.shape[-1] :] *= 2  # n input part doubled, see module doc
         resets = reset_steps(keep)
-        y, act, gates_hn = gru_loop(gates_x, h0, keep, resets, weight_hh, bias_hh)
-        ctx.resets = resets
-        ctx.save_for_backward(x, y, act, gates_hn, h0, keep, weight_ih, weight_hh)
+        y, act, gates_hn = gru_loop(
+            gates_x.view(x.shape[0], x.shape[1], -1), h0, keep, resets, weight_hh, bias_hh
+        )
+        if ctx is not None:  # None: called by gru_layer without autograd
+            ctx.resets = resets
+            ctx.save_for_backward(x, y, act, gates_hn, h0, keep, weight_ih, weight_hh)
         return y, y[-1].clone()
 
     @staticmethod
@@ -439,9 +425,9 @@ class GRUFunction(torch.autograd.Function):
             dy.contiguous(), dh_last, (act, gates_hn, h_prev), keep, ctx.resets, weight_hh
         )
         flat_x, flat_h = dgates_x.flatten(0, 1), dgates_h.flatten(0, 1)  # (T*B, 3H)
-        dx, dweight_ih = _projection_grads(ctx.needs_input_grad[0], flat_x, x, weight_ih)
+        dx, dweight_ih, dbias_ih = _projection_grads(ctx.needs_input_grad[0], flat_x, x, weight_ih)
         dweight_hh = weight_grad(flat_h, h_prev.flatten(0, 1))  # (3H, H)
-        return dx, dh0, None, dweight_ih, dweight_hh, flat_x.sum(0), flat_h.sum(0)
+        return dx, dh0, None, dweight_ih, dweight_hh, dbias_ih, flat_h.sum(0)
 
 
 def gru_layer(
@@ -455,15 +441,11 @@ def gru_layer(
 ) -> tuple[Tensor, Tensor]:
     """One GRU layer, same arguments and result as ``reference.gru_layer_reference``.
 
-    Without autograd (acting, evaluation) the loop runs without the Function's bookkeeping.
+    Without autograd (acting, evaluation) the same loop runs without the Function's bookkeeping.
     """
-    steps, batch, hidden = x.shape[0], x.shape[1], h.shape[-1]
-    scale = _tanh_gate_scale(weight_hh, 3, hidden)  # (3H, 1): n rows doubled
-    weight_ih, weight_hh = weight_ih * scale, weight_hh * scale
-    bias_ih, bias_hh = bias_ih * scale[:, 0], bias_hh * scale[:, 0]
-    weights = (weight_ih, weight_hh, bias_ih, bias_hh)
-    if torch.is_grad_enabled() and _any_requires_grad(x, h, *weights):
-        return GRUFunction.apply(x, h, keep, *weights)
-    gates_x = linear(x.flatten(0, 1), weight_ih, bias_ih).view(steps, batch, -1)  # (T, B, 3H)
-    y, _, _ = gru_loop(gates_x, h, keep, reset_steps(keep), weight_hh, bias_hh)
-    return y, y[-1]
+    inputs = (x, h, keep, weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs):
+        return GRUFunction.apply(*inputs)
+    with torch.no_grad():
+        y, h = GRUFunction.forward(None, *inputs)
+    return y, h

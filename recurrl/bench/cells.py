@@ -1,0 +1,251 @@
+"""Recurrent cell speed: forward + backward over ``[T, B]`` sequences with episode starts.
+
+For LSTM and GRU at several ``(T, B, H)`` (input size = H, 2% episode starts), the median time of
+one forward + backward pass (gradients of the input and every parameter) of:
+
+* ``ours``: ``recurrl.nn.LSTM``/``GRU`` with the default implementation for the device;
+* ``reference``: the same module with ``impl="reference"`` (the readable definition);
+* ``vendor``: ``torch.nn.LSTM``/``GRU`` over the whole sequence *without* resets (the floor: the
+  vendor kernel cannot reset inside a sequence);
+* ``per_step``: ``torch.nn.LSTMCell``/``GRUCell`` stepped one timestep at a time in Python with the
+  state masked at episode starts (what sb3-contrib and CleanRL do in training).
+
+Candidates are interleaved (the order rotates every repeat) so that load from other processes
+falls on all of them alike; medians are over ``--repeats`` after ``--warmup`` passes.
+
+Usage::
+
+    python -m recurrl.bench.cells --out cells.json
+    python -m recurrl.bench.cells --shapes 128x16x64,32x256x256 --repeats 9 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recurrl.nn import GRU, LSTM, matmul
+from recurrl.nn.cores import resolve_impl
+
+SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
+CANDIDATES = ("ours", "reference", "vendor", "per_step")
+CELLS = {
+    "lstm": (LSTM, torch.nn.LSTM, torch.nn.LSTMCell),
+    "gru": (GRU, torch.nn.GRU, torch.nn.GRUCell),
+}
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """CPU model, cores, torch version and threads, and the GPU if one is used."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": gpu,
+        "ours_impl": resolve_impl("auto", device),
+        "onednn_products": matmul.onednn_available(),
+    }
+
+
+def per_step_loop(cell: torch.nn.Module, x: Tensor, keep: Tensor, state: Any) -> Tensor:
+    """The per-timestep masked loop: ``state *= keep[t]`` then one cell call per step.
+
+    Args:
+        cell: ``torch.nn.LSTMCell`` or ``GRUCell``.
+        x: ``[T, B, I]``; keep: ``[T, B, 1]`` (0 at episode starts).
+        state: ``(h, c)`` (LSTM) or ``h`` (GRU), each ``[B, H]``.
+
+    Returns:
+        ``y[T, B, H]``.
+    """
+    outputs = []
+    for t in range(x.shape[0]):
+        if isinstance(state, tuple):
+            state = cell(x[t], (state[0] * keep[t], state[1] * keep[t]))
+            outputs.append(state[0])
+        else:
+            state = cell(x[t], state * keep[t])
+            outputs.append(state)
+    return torch.stack(outputs)
+
+
+def build_candidates(
+    cell: str, shape: tuple[int, int, int], device: torch.device, reset_prob: float
+) -> dict[str, Callable[[], None]]:
+    """One closure per candidate that runs forward + backward once on fixed random data."""
+    ours_cls, vendor_cls, cell_cls = CELLS[cell]
+    steps, batch, hidden = shape
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(steps, batch, hidden, generator=generator).to(device).requires_grad_()
+    dy = torch.randn(steps, batch, hidden, generator=generator).to(device)
+    episode_start = (torch.rand(steps, batch, generator=generator) < reset_prob).to(device)
+    keep = (~episode_start).to(x.dtype).unsqueeze(-1)  # (T, B, 1)
+    ours = ours_cls(hidden, hidden).to(device)
+    reference = ours_cls(hidden, hidden, impl="reference").to(device)
+    vendor = vendor_cls(hidden, hidden).to(device)
+    per_step = cell_cls(hidden, hidden).to(device)
+    zero = torch.zeros(batch, hidden, device=device)
+    cell_state = (zero, zero) if cell == "lstm" else zero
+
+    def backward(module: torch.nn.Module, y: Tensor) -> None:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        y.backward(dy)
+
+    return {
+        "ours": lambda: backward(ours, ours(x, None, episode_start)[0]),
+        "reference": lambda: backward(reference, reference(x, None, episode_start)[0]),
+        "vendor": lambda: backward(vendor, vendor(x)[0]),
+        "per_step": lambda: backward(per_step, per_step_loop(per_step, x, keep, cell_state)),
+    }
+
+
+def time_candidates(
+    candidates: dict[str, Callable[[], None]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each candidate, interleaved with a rotating order."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for run in candidates.values():
+        for _ in range(warmup):
+            run()
+    sync()
+    names = list(candidates)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            candidates[name]()
+            sync()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def summarize(cell: str, shape: tuple[int, int, int], times: dict[str, list[float]]) -> dict:
+    """Medians and the ratios the targets are stated in."""
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "cell": cell,
+        "T": shape[0],
+        "B": shape[1],
+        "H": shape[2],
+        "median_ms": median,
+        "times_ms": times,
+        "ours_over_vendor": median["ours"] / median["vendor"],
+        "per_step_over_ours": median["per_step"] / median["ours"],
+        "reference_over_ours": median["reference"] / median["ours"],
+    }
+
+
+def table_header() -> str:
+    """Column titles of :func:`table_row`, and a rule under them."""
+    header = (
+        f"{'cell':<5} {'T':>4} {'B':>4} {'H':>4} "
+        + " ".join(f"{name + ' ms':>13}" for name in CANDIDATES)
+        + f" {'ours/vendor':>12} {'per_step/ours':>14} {'ref/ours':>9}"
+    )
+    return header + "\n" + "-" * len(header)
+
+
+def table_row(row: dict) -> str:
+    """One line: median ms per candidate and the ratios the targets are stated in."""
+    return (
+        f"{row['cell']:<5} {row['T']:>4} {row['B']:>4} {row['H']:>4} "
+        + " ".join(f"{row['median_ms'][name]:>13.2f}" for name in CANDIDATES)
+        + f" {row['ours_over_vendor']:>11.2f}x {row['per_step_over_ours']:>13.2f}x"
+        + f" {row['reference_over_ours']:>8.2f}x"
+    )
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """``"128x64x128,32x256x256"`` -> ``[(128, 64, 128), (32, 256, 256)]``."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.lower().split("x")
+        if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise argparse.ArgumentTypeError(
+                f"shape must be TxBxH with positive ints, got {item!r}"
+            )
+        shapes.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    return shapes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="recurrl bench cells", description=__doc__.split("\n\n")[0]
+    )
+    default_shapes = ",".join("x".join(map(str, shape)) for shape in SHAPES)
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=parse_shapes(default_shapes),
+        help=f"comma-separated TxBxH (default {default_shapes})",
+    )
+    parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm, gru")
+    parser.add_argument("--repeats", type=int, default=7, help="timed passes per candidate")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes per candidate")
+    parser.add_argument("--reset-prob", type=float, default=0.02, help="episode-start rate")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", default=None, help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    unknown = set(args.cells.split(",")) - set(CELLS)
+    if unknown:
+        parser.error(f"--cells: unknown {sorted(unknown)}; choose from {sorted(CELLS)}")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, optionally write JSON; returns the exit code."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    info = machine(device)
+    print(
+        f"# {info['cpu']} | {info['cores']} cores | torch {info['torch']} | "
+        f"{info['threads']} threads | device {info['device']}"
+        + (f" ({info['gpu']})" if info["gpu"] else "")
+        + f" | ours = impl {info['ours_impl']!r}, oneDNN products {info['onednn_products']}",
+        flush=True,
+    )
+    print(table_header(), flush=True)
+    rows = []
+    for cell in args.cells.split(","):
+        for shape in args.shapes:
+            candidates = build_candidates(cell, shape, device, args.reset_prob)
+            times = time_candidates(candidates, device, args.repeats, args.warmup)
+            rows.append(summarize(cell, shape, times))
+            print(table_row(rows[-1]), flush=True)
+    if args.out:
+        config = {key: value for key, value in vars(args).items() if key != "out"}
+        with open(args.out, "w") as handle:
+            json.dump({"machine": info, "config": config, "results": rows}, handle, indent=2)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
