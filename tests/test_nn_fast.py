@@ -198,6 +198,8 @@ def test_matmul_helpers_agree_with_torch(onednn, monkeypatch):
     torch.testing.assert_close(matmul.linear(x, weight.t().t()), x @ weight.t(), **close)
     linear_add = matmul.linear_add_for(x, 7 * 5 * 6)
     torch.testing.assert_close(linear_add(x, weight, other), other + x @ weight.t(), **close)
+    linear_bias = matmul.linear_bias_for(x, 7 * 5 * 6)
+    torch.testing.assert_close(linear_bias(x, weight, bias), x @ weight.t() + bias, **close)
     torch.testing.assert_close(matmul.weight_grad(other, x), other.t() @ x, **close)
 
 
@@ -215,3 +217,17 @@ def test_cuda_paths_equal_reference(cls, impl):
     outputs_ref, grads_ref = outputs_and_grads(reference, x, state, episode_start, weights)
     assert_all_close(outputs, outputs_ref, 1e-10)
     assert_all_close(grads, grads_ref, 1e-9)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_gradients_accumulate_over_two_backward_passes(cls):
+    """``.grad`` accumulates right, also for the LSTM biases that get one shared gradient."""
+    torch.manual_seed(9)
+    fast, reference = make_pair(cls, (3, 4, 1), torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    episode_start = torch.rand(5, 2) < 0.3
+    for core in (fast, reference):
+        for _ in range(2):
+            core(x, None, episode_start)[0].pow(2).sum().backward()
+    for param, param_ref in zip(fast.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, param_ref.grad, rtol=1e-10, atol=1e-10)

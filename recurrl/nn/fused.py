@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from recurrl.nn.matmul import linear, linear_add_for, weight_grad
+from recurrl.nn.matmul import linear, linear_add_for, linear_bias_for, weight_grad
 
 BLOCK_ELEMENTS = 1 << 16
 """Elements of ``[K, B, H]`` per block of backward coefficients (see :func:`reversed_blocks`)."""
@@ -302,8 +302,7 @@ def gru_loop(
     y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
     gates_hn = []
     minus_one = _constant(h, -1.0)
-    bias_hh = bias_hh.expand(batch, -1)  # (B, 3H)
-    linear_add = linear_add_for(h, batch * hidden * 3 * hidden)
+    linear_bias = linear_bias_for(h, batch * hidden * 3 * hidden)
     two = 2 * hidden
     rz_s, n_s = act[..., :two].unbind(0), act[..., two:].unbind(0)
     x_rz_s, x_n_s = gates_x[..., :two].unbind(0), gates_x[..., two:].unbind(0)
@@ -311,7 +310,7 @@ def gru_loop(
     for t in range(steps):
         if resets[t]:
             h = h * keep_s[t]
-        gh = linear_add(h, weight_hh, bias_hh)  # (B, 3H)
+        gh = linear_bias(h, weight_hh, bias_hh)  # (B, 3H)
         gh_n = gh[:, two:]
         gates_hn.append(gh_n)
         rz = torch.add(x_rz_s[t], gh[:, :two], out=rz_s[t]).sigmoid_()

@@ -82,6 +82,17 @@ def linear_add_for(like: Tensor, macs: int) -> Callable[[Tensor, Tensor, Tensor]
     return lambda x, weight, other: torch.addmm(other, x, weight.t())
 
 
+def linear_bias_for(like: Tensor, macs: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``f(x, weight, bias) = x @ weight^T + bias``, backend chosen once for a loop of products.
+
+    Args: as :func:`linear_add_for`.
+    """
+    if use_onednn(like, macs):
+        onednn = torch.ops.mkldnn._linear_pointwise
+        return lambda x, weight, bias: onednn(x, weight, bias, "none", [], "")
+    return lambda x, weight, bias: torch.addmm(bias, x, weight.t())
+
+
 def weight_grad(grad_out: Tensor, inputs: Tensor) -> Tensor:
     """Gradient of a weight: ``grad_out[M, N]^T @ inputs[M, K]`` -> ``[N, K]`` (contiguous)."""
     if use_onednn(inputs, grad_out.shape[0] * grad_out.shape[1] * inputs.shape[1]):
