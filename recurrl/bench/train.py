@@ -1,0 +1,235 @@
+"""Training throughput: recurrl against sb3-contrib's RecurrentPPO, and scaling with num_envs.
+
+``python -m recurrl.bench.train`` (or ``recurrl bench train``) prints two tables and writes JSON:
+
+1. recurrl and sb3-contrib's ``RecurrentPPO`` side by side on the same env with matched settings
+   (8 envs, rollout 128, LSTM 128, 4 epochs, 4 minibatches): training steps per second over the
+   whole loop (acting + updates) and the mean episodic return reached.
+2. recurrl's SPS and peak resident memory for ``num_envs`` in {8, 64, 512}.
+
+Every measurement runs in a fresh subprocess so peak memory and thread pools are its own.
+sb3-contrib is optional (``pip install -e .[bench]``); without it its rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, torch version and GPU (if any), for the table header."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def run_recurrl(
+    env_id: str, num_envs: int, steps: int, device: str, bptt_len: int, threads: int
+) -> dict:
+    """Train recurrl for ``steps`` and time it (the first update, which warms up, is excluded)."""
+    import numpy as np
+
+    from recurrl.config import config_from_dict
+    from recurrl.train import Trainer
+
+    config = config_from_dict(
+        {
+            "name": "bench",
+            "device": device,
+            "env": {"id": env_id, "num_envs": num_envs},
+            "policy": {"core": "lstm", "hidden_size": 128, "encoder_sizes": [64]},
+            "ppo": {
+                "total_steps": steps + num_envs * 128,  # + one warm-up update
+                "rollout_len": 128,
+                "bptt_len": bptt_len,
+                "num_minibatches": 4,
+                "update_epochs": 4,
+            },
+            "run": {
+                "dir": f"/tmp/recurrl-bench-{num_envs}-{time.time_ns()}",
+                "torch_threads": threads,
+            },
+        }
+    )
+    trainer = Trainer(config, quiet=True)
+    history = trainer.run().history
+    first, last = history[0], history[-1]  # time from the end of the warm-up update
+    seconds = last["time_s"] - first["time_s"]
+    returns = [m["episodic_return"] for m in history[-3:] if m["episodic_return"] is not None]
+    return {
+        "library": "recurrl",
+        "num_envs": num_envs,
+        "steps": trainer.global_step,
+        "sps": (last["global_step"] - first["global_step"]) / seconds,
+        "final_return": float(np.mean(returns)) if returns else None,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def run_sb3(env_id: str, num_envs: int, steps: int, device: str, threads: int) -> dict:
+    """sb3-contrib RecurrentPPO with settings matched to :func:`run_recurrl`."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import recurrl  # noqa: F401  (registers recurrl/* ids)
+
+    if threads:
+        torch.set_num_threads(threads)
+    envs = make_vec_env(lambda: gym.make(env_id), n_envs=num_envs, seed=1)
+    model = RecurrentPPO(
+        "MlpLstmPolicy",
+        envs,
+        n_steps=128,
+        batch_size=num_envs * 128 // 4,
+        n_epochs=4,
+        policy_kwargs={"lstm_hidden_size": 128},
+        device=device,
+        seed=1,
+        verbose=0,
+    )
+    model.learn(total_timesteps=num_envs * 128)  # warm-up update, not timed
+    started = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    seconds = time.perf_counter() - started
+    returns = [info["r"] for info in model.ep_info_buffer]
+    return {
+        "library": "sb3-contrib",
+        "num_envs": num_envs,
+        "steps": steps,
+        "sps": steps / seconds,
+        "final_return": float(np.mean(returns[-20:])) if returns else None,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _in_subprocess(kind: str, **kwargs: Any) -> dict | None:
+    command = [sys.executable, "-m", "recurrl.bench.train", "--single", kind, json.dumps(kwargs)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {kind} {kwargs}: failed\n{proc.stderr.strip()[-800:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _sb3_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sb3_contrib") is not None
+
+
+def _format(row: dict) -> str:
+    ret = row["final_return"]
+    return (
+        f"{row['library']:<12} {row['num_envs']:>8} {row['steps']:>9,} {row['sps']:>10,.0f} "
+        f"{(f'{ret:.1f}' if ret is not None else '-'):>12} {row['peak_rss_mb']:>12,.0f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recurrl bench train", description=__doc__)
+    parser.add_argument("--env", default="recurrl/CartPoleNoVelocity-v0")
+    parser.add_argument("--steps", type=int, default=32_768, help="timed steps per run")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bptt-len", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries")
+    parser.add_argument("--scaling", default="8,64,512", help="num_envs values for table 2")
+    parser.add_argument("--scaling-env", default=None, help="env for table 2 (default --env)")
+    parser.add_argument("--no-sb3", action="store_true", help="skip sb3-contrib")
+    parser.add_argument("--out", default="bench_train.json")
+    parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.single:
+        kind, kwargs = args.single[0], json.loads(args.single[1])
+        row = run_recurrl(**kwargs) if kind == "recurrl" else run_sb3(**kwargs)
+        print(json.dumps(row))
+        return 0
+
+    info = machine()
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
+        f"({args.threads} threads), GPU: {info['gpu'] or 'none'}, device {args.device}"
+    )
+    header = f"{'library':<12} {'num_envs':>8} {'steps':>9} {'SPS':>10} {'final return':>12} "
+    header += f"{'peak MB':>12}"
+    print(f"\n1. {args.env}: 8 envs x 128 steps, LSTM 128, 4 epochs, 4 minibatches\n{header}")
+    comparison = []
+    common = {
+        "env_id": args.env,
+        "num_envs": 8,
+        "steps": args.steps,
+        "device": args.device,
+        "threads": args.threads,
+    }
+    row = _in_subprocess("recurrl", **common, bptt_len=args.bptt_len)
+    if row:
+        comparison.append(row)
+        print(_format(row), flush=True)
+    if not args.no_sb3 and _sb3_available():
+        row = _in_subprocess("sb3", **common)
+        if row:
+            comparison.append(row)
+            print(_format(row), flush=True)
+    elif not args.no_sb3:
+        print("sb3-contrib not installed (pip install -e .[bench]); skipped")
+    if len(comparison) == 2:
+        print(f"recurrl / sb3-contrib SPS: {comparison[0]['sps'] / comparison[1]['sps']:.1f}x")
+
+    scaling_env = args.scaling_env or args.env
+    print(f"\n2. recurrl scaling on {scaling_env}\n{header}")
+    scaling = []
+    for num_envs in (int(n) for n in args.scaling.split(",")):
+        steps = max(args.steps, num_envs * 128 * 3)
+        row = _in_subprocess(
+            "recurrl",
+            env_id=scaling_env,
+            num_envs=num_envs,
+            steps=steps,
+            device=args.device,
+            bptt_len=args.bptt_len,
+            threads=args.threads,
+        )
+        if row:
+            scaling.append(row)
+            print(_format(row), flush=True)
+    Path(args.out).write_text(
+        json.dumps({"machine": info, "comparison": comparison, "scaling": scaling}, indent=2)
+    )
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

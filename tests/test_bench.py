@@ -1,0 +1,19 @@
+"""Benchmarks are scripts, not timed tests: this only checks they run and write their JSON."""
+
+from __future__ import annotations
+
+import json
+
+from recurrl.cli import main
+
+
+def test_bench_train_runs_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["bench", "train", "--steps", "1024", "--scaling", "8", "--no-sb3", "--out", str(out)]
+    assert main(args) == 0
+    written = json.loads(out.read_text())
+    assert written["machine"]["cores"] >= 1
+    (row,) = written["comparison"]
+    assert row["library"] == "recurrl" and row["sps"] > 0 and row["peak_rss_mb"] > 0
+    assert [r["num_envs"] for r in written["scaling"]] == [8]
+    assert "SPS" in capsys.readouterr().out
