@@ -213,10 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=_keys)
     envs = commands.add_parser("envs", help="list the registered recurrl environments")
     envs.set_defaults(func=_envs)
+    bench = commands.add_parser(
+        "bench", help="benchmarks: cells, train, envs (each prints a table, writes JSON)"
+    )
+    bench.add_argument("target", choices=sorted(BENCHMARKS))
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
     return parser
 
 
+BENCHMARKS = {
+    "cells": "recurrl.bench.cells",
+    "train": "recurrl.bench.train",
+    "envs": "recurrl.bench.envs",
+}
+
+
+def _bench(argv: list[str]) -> int:
+    """``recurrl bench TARGET [options]``: hand the options to that benchmark's ``main``."""
+    import importlib
+
+    if not argv or argv[0] not in BENCHMARKS:
+        build_parser().parse_args(["bench", *argv[:1]])  # prints usage and exits 2
+    return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
