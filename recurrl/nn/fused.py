@@ -99,7 +99,7 @@ def lstm_loop(
 
     Args:
         gates_x: input part of the gates, both biases included, ``g`` block doubled
-            ``[T, B, 4H]``.
+            ``[T, B, 4H]``; overwritten with the activations.
         h: initial hidden state ``[B, H]``; c2: twice the initial cell state ``[B, H]``.
         keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
         weight_hh: ``[4H, H]``, ``g`` rows doubled.
@@ -110,7 +110,7 @@ def lstm_loop(
         i, f, o and ``2 tanh`` of g).
     """
     steps, batch, hidden = gates_x.shape[0], h.shape[0], h.shape[1]
-    act = torch.empty_like(gates_x)  # (T, B, 4H)
+    act = gates_x  # (T, B, 4H): step t's activations overwrite its input part once it is used
     y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
     c2_all, tanh_c = torch.empty_like(y), torch.empty_like(y)
     minus_one, minus_two = _constant(h, -1.0), _constant(h, -2.0)
@@ -288,7 +288,8 @@ def gru_loop(
     """GRU recurrence over a sequence, without autograd; gate order ``(r, z, n)``.
 
     Args:
-        gates_x: input part of the gates incl. ``bias_ih``, ``n`` block doubled, ``[T, B, 3H]``.
+        gates_x: input part of the gates incl. ``bias_ih``, ``n`` block doubled, ``[T, B, 3H]``;
+            overwritten with the activations.
         h: initial state ``[B, H]``.
         keep: ``[T, B, 1]``; resets: per step, whether ``keep[t]`` has a zero.
         weight_hh: ``[3H, H]``; bias_hh: ``[3H]``.
@@ -298,14 +299,13 @@ def gru_loop(
         the ``n`` block of the recurrent gates of every step.
     """
     steps, batch, hidden = gates_x.shape[0], h.shape[0], h.shape[1]
-    act = torch.empty_like(gates_x)  # (T, B, 3H)
+    act = gates_x  # (T, B, 3H): activations overwrite the input part, elementwise in place
     y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
     gates_hn = []
     minus_one = _constant(h, -1.0)
     linear_bias = linear_bias_for(h, batch * hidden * 3 * hidden)
     two = 2 * hidden
     rz_s, n_s = act[..., :two].unbind(0), act[..., two:].unbind(0)
-    x_rz_s, x_n_s = gates_x[..., :two].unbind(0), gates_x[..., two:].unbind(0)
     y_s, keep_s = y.unbind(0), keep.unbind(0)
     for t in range(steps):
         if resets[t]:
@@ -313,8 +313,8 @@ def gru_loop(
         gh = linear_bias(h, weight_hh, bias_hh)  # (B, 3H)
         gh_n = gh[:, two:]
         gates_hn.append(gh_n)
-        rz = torch.add(x_rz_s[t], gh[:, :two], out=rz_s[t]).sigmoid_()
-        n = torch.addcmul(x_n_s[t], rz[:, :hidden], gh_n, value=2, out=n_s[t]).sigmoid_()
+        rz = rz_s[t].add_(gh[:, :two]).sigmoid_()
+        n = n_s[t].addcmul_(rz[:, :hidden], gh_n, value=2).sigmoid_()
         torch.add(minus_one, n, alpha=2, out=n)  # tanh(u) = 2 sigmoid(2u) - 1
         h = torch.lerp(n, h, rz[:, hidden:], out=y_s[t])  # (1 - z) n + z h
     return y, act, torch.stack(gates_hn)
