@@ -31,13 +31,24 @@ class CueRecall(Task):
         self._flags[0, num_bits] = 1.0
         self._flags[2 + np.arange(num_bits), np.arange(num_bits)] = 1.0
         self._flags[2 : 2 + num_bits, num_bits + 1] = 1.0
+        # Up to 8 bits, every observation is a row of one table, indexed 256 * phase + bits: one
+        # gather per step instead of assembling the two parts.
+        self._table = None
+        if num_bits <= 8:
+            byte_bits = np.tile(_BYTE_BITS[:, :num_bits], (num_bits + 3, 1))  # (256 * phases, k)
+            flags = np.repeat(self._flags, 256, axis=0)  # (256 * phases, k + 2)
+            self._table = np.concatenate([byte_bits, flags], axis=1)
         self.cue = np.zeros(num_envs, dtype=np.uint64)  # bit b of cue[i] is bit b of copy i
-        self.query = np.zeros(num_envs, dtype=np.int64)
+        self.answer = np.zeros(num_envs, dtype=np.int64)  # the queried bit's value
+        self.query_phase = np.zeros(num_envs, dtype=np.int64)  # 2 + queried bit
 
     def new_episodes(self, rows: np.ndarray) -> None:
         keys = self.episode_keys[rows]
-        self.cue[rows] = draw(keys, EPISODE_STREAM)
-        self.query[rows] = below(draw(keys, EPISODE_STREAM + 1), self.num_bits)
+        cue = draw(keys, EPISODE_STREAM)
+        query = below(draw(keys, EPISODE_STREAM + 1), self.num_bits)
+        self.cue[rows] = cue
+        self.answer[rows] = (cue >> query.astype(np.uint64)) & np.uint64(1)
+        self.query_phase[rows] = 2 + query
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         phase = np.zeros(len(rows), dtype=np.int64)  # the first observation shows the cue
@@ -45,18 +56,18 @@ class CueRecall(Task):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         answered = self.elapsed == self.delay + 1  # this step's action answers the query
-        bit = (self.cue >> self.query.astype(np.uint64)) & np.uint64(1)
-        correct = actions == bit.astype(np.int64)
-        reward = np.where(answered, np.where(correct, 1.0, -1.0), 0.0)
+        reward = answered * np.where(actions == self.answer, 1.0, -1.0)
         self.elapsed += 1
-        t = self.elapsed
-        noise = draw(self.episode_keys, t)
-        phase = np.where(t <= self.delay, 1, np.where(answered, 2 + self.num_bits, 2 + self.query))
-        bits = np.where(t <= self.delay, noise, np.uint64(0))
+        noisy = self.elapsed <= self.delay
+        phase = np.where(noisy, 1, np.where(answered, 2 + self.num_bits, self.query_phase))
+        bits = np.where(noisy, draw(self.episode_keys, self.elapsed), np.uint64(0))
         return self._observation(bits, phase), reward, answered, np.zeros_like(answered)
 
     def _observation(self, bits: np.ndarray, phase: np.ndarray) -> np.ndarray:
         """``[N, 2 * num_bits + 2]`` from bit codes ``[N]`` (uint64) and phases ``[N]``."""
+        if self._table is not None:
+            index = (phase << 8) + (bits & np.uint64(0xFF)).astype(np.int64)
+            return self._table.take(index, axis=0)
         n, k = len(bits), self.num_bits
         obs = np.empty((n, 2 * k + 2), dtype=np.float32)
         low_bytes = bits.view(np.uint8).reshape(n, 8)[:, : self._num_bytes]  # little-endian
