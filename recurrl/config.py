@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class EnvConfig:
     ``async``."""
     wrappers: list[dict[str, Any]] = field(default_factory=list)
     """Wrappers for each single env, in order: ``{path: "pkg.module:Class", kwargs: {...}}``."""
+    skip_nonfinite: bool = False
+    """Mask out steps with NaN/inf observations or rewards and reset that env (else stop)."""
 
 
 @dataclass
@@ -57,6 +60,8 @@ class PolicyConfig:
     """Hidden layer sizes of the observation MLP encoder (``[]`` feeds observations directly)."""
     head_sizes: list[int] = field(default_factory=list)
     """Hidden layer sizes of the MLPs between the core and the action / value heads."""
+    forget_bias: float | None = 1.0
+    """Initial LSTM forget-gate bias (1 keeps memory from the start); null: torch's init."""
     shared_core: bool = False
     """One core for actor and critic (True) or one each (False)."""
     activation: str = "tanh"
@@ -253,6 +258,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return int(value)  # 1e6 in YAML
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -291,6 +298,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = body.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(f"override {key}: {_refused_tag(error)}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"override {key}: cannot parse value {raw!r}: {error}") from None
     return key.strip(), value
@@ -363,8 +372,9 @@ def validate(config: Config) -> None:
     device = config.device
     if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
         raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if not config.env.id:
-        raise ConfigError("env.id: must not be empty")
+    for key in ("name", "env.id"):
+        if not _get(config, key).strip():
+            raise ConfigError(f"{key}: must not be empty")
     _validate_wrappers(config.env.wrappers)
 
 
@@ -403,6 +413,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
+        if isinstance(error, yaml.constructor.ConstructorError):
+            raise ConfigError(f"{path}{where}: {_refused_tag(error)}") from None
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
     if data is None:
@@ -410,6 +422,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     return data
+
+
+def _refused_tag(error: yaml.constructor.ConstructorError) -> str:
+    """The message for a YAML tag that would build a Python object (safe loading refuses it)."""
+    problem = getattr(error, "problem", None) or str(error)
+    tag = problem.split("tag ")[-1].strip("'\"") if "tag " in problem else "?"
+    tag = tag.replace("tag:yaml.org,2002:", "!!")
+    return (
+        f"refused YAML tag {tag}: a config holds plain data (mappings, lists, strings, "
+        f"numbers, booleans, null), never Python objects"
+    )
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

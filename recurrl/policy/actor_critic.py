@@ -149,6 +149,7 @@ class ActorCritic(nn.Module):
                 config.activation,
                 config.layer_norm,
                 config.learned_initial_state,
+                config.forget_bias,
             )
 
         self.actor_core = core()

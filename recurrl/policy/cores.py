@@ -22,12 +22,34 @@ State = tuple[Tensor, ...]
 
 class LSTMCore(nn.Module):
     def __init__(
-        self, in_features: int, hidden_size: int, num_layers: int, layer_norm: bool = False
+        self,
+        in_features: int,
+        hidden_size: int,
+        num_layers: int,
+        layer_norm: bool = False,
+        forget_bias: float | None = 1.0,
     ) -> None:
         super().__init__()
         lstm = LayerNormLSTM if layer_norm else rnn.LSTM
         self.rnn = lstm(in_features, hidden_size, num_layers)
         self.out_features = hidden_size
+        if forget_bias is not None:
+            self._init_forget_bias(forget_bias)
+
+    @torch.no_grad()
+    def _init_forget_bias(self, value: float) -> None:
+        """Start the forget gate open (bias ``value``), so memory survives early training.
+
+        Jozefowicz et al. 2015 (https://proceedings.mlr.press/v37/jozefowicz15.pdf); torch's
+        uniform init starts the gate near 0.5, which forgets a bit within a few steps.
+        """
+        H = self.out_features
+        for layer in range(self.rnn.num_layers):
+            if isinstance(self.rnn, rnn.LSTM):
+                getattr(self.rnn, f"bias_ih_l{layer}")[H : 2 * H] = value  # gates i, f, g, o
+                getattr(self.rnn, f"bias_hh_l{layer}")[H : 2 * H] = 0.0
+            else:
+                self.rnn.input_norm[layer].bias[H : 2 * H] = value
 
     def initial_state(self, batch_size: int) -> State:
         return self.rnn.initial_state(batch_size)
@@ -119,6 +141,7 @@ def make_core(
     activation: str,
     layer_norm: bool = False,
     learned_initial_state: bool = False,
+    forget_bias: float | None = 1.0,
 ) -> nn.Module:
     """The core for ``policy.core`` (``lstm``, ``gru`` or ``none``) and its options.
 
@@ -127,7 +150,7 @@ def make_core(
     if kind == "none":
         return FeedForwardCore(in_features, hidden_size, activation)
     if kind == "lstm":
-        core = LSTMCore(in_features, hidden_size, num_layers, layer_norm)
+        core = LSTMCore(in_features, hidden_size, num_layers, layer_norm, forget_bias)
     elif kind == "gru":
         core = GRUCore(in_features, hidden_size, num_layers, layer_norm)
     else:
