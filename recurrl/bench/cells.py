@@ -5,18 +5,22 @@ one forward + backward pass (gradients of the input and every parameter) of:
 
 * ``ours``: ``recurrl.nn.LSTM``/``GRU`` with the default implementation for the device;
 * ``reference``: the same module with ``impl="reference"`` (the readable definition);
+* ``fused``: ``impl="fused"``, only where the default is another implementation (not on CPU);
 * ``vendor``: ``torch.nn.LSTM``/``GRU`` over the whole sequence *without* resets (the floor: the
   vendor kernel cannot reset inside a sequence);
 * ``per_step``: ``torch.nn.LSTMCell``/``GRUCell`` stepped one timestep at a time in Python with the
   state masked at episode starts (what sb3-contrib and CleanRL do in training).
 
 Candidates are interleaved (the order rotates every repeat) so that load from other processes
-falls on all of them alike; medians are over ``--repeats`` after ``--warmup`` passes.
+falls on all of them alike; medians are over ``--repeats`` after ``--warmup`` passes. On a shared
+machine, ``--threads 1`` gives steadier numbers: with more intra-op threads than free cores every
+candidate stalls in OpenMP barriers, by up to 10x.
 
 Usage::
 
     python -m recurrl.bench.cells --out cells.json
-    python -m recurrl.bench.cells --shapes 128x16x64,32x256x256 --repeats 9 --device cuda
+    python -m recurrl.bench.cells --shapes 128x16x64,32x256x256 --repeats 9 --threads 1
+    python -m recurrl.bench.cells --device cuda
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from recurrl.nn import GRU, LSTM, matmul
 from recurrl.nn.cores import resolve_impl
 
 SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
-CANDIDATES = ("ours", "reference", "vendor", "per_step")
+CANDIDATES = ("ours", "reference", "fused", "vendor", "per_step")
 CELLS = {
     "lstm": (LSTM, torch.nn.LSTM, torch.nn.LSTMCell),
     "gru": (GRU, torch.nn.GRU, torch.nn.GRUCell),
@@ -100,6 +104,7 @@ def build_candidates(
     keep = (~episode_start).to(x.dtype).unsqueeze(-1)  # (T, B, 1)
     ours = ours_cls(hidden, hidden).to(device)
     reference = ours_cls(hidden, hidden, impl="reference").to(device)
+    fused = ours_cls(hidden, hidden, impl="fused").to(device)
     vendor = vendor_cls(hidden, hidden).to(device)
     per_step = cell_cls(hidden, hidden).to(device)
     zero = torch.zeros(batch, hidden, device=device)
@@ -110,12 +115,16 @@ def build_candidates(
         x.grad = None
         y.backward(dy)
 
-    return {
+    candidates = {
         "ours": lambda: backward(ours, ours(x, None, episode_start)[0]),
         "reference": lambda: backward(reference, reference(x, None, episode_start)[0]),
+        "fused": lambda: backward(fused, fused(x, None, episode_start)[0]),
         "vendor": lambda: backward(vendor, vendor(x)[0]),
         "per_step": lambda: backward(per_step, per_step_loop(per_step, x, keep, cell_state)),
     }
+    if resolve_impl("auto", device) == "fused":
+        del candidates["fused"]  # the same as ours
+    return candidates
 
 
 def time_candidates(
@@ -155,11 +164,11 @@ def summarize(cell: str, shape: tuple[int, int, int], times: dict[str, list[floa
     }
 
 
-def table_header() -> str:
-    """Column titles of :func:`table_row`, and a rule under them."""
+def table_header(names: list[str]) -> str:
+    """Column titles of :func:`table_row` for the candidates ``names``, and a rule under them."""
     header = (
         f"{'cell':<5} {'T':>4} {'B':>4} {'H':>4} "
-        + " ".join(f"{name + ' ms':>13}" for name in CANDIDATES)
+        + " ".join(f"{name + ' ms':>13}" for name in names)
         + f" {'ours/vendor':>12} {'per_step/ours':>14} {'ref/ours':>9}"
     )
     return header + "\n" + "-" * len(header)
@@ -167,9 +176,10 @@ def table_header() -> str:
 
 def table_row(row: dict) -> str:
     """One line: median ms per candidate and the ratios the targets are stated in."""
+    names = [name for name in CANDIDATES if name in row["median_ms"]]
     return (
         f"{row['cell']:<5} {row['T']:>4} {row['B']:>4} {row['H']:>4} "
-        + " ".join(f"{row['median_ms'][name]:>13.2f}" for name in CANDIDATES)
+        + " ".join(f"{row['median_ms'][name]:>13.2f}" for name in names)
         + f" {row['ours_over_vendor']:>11.2f}x {row['per_step_over_ours']:>13.2f}x"
         + f" {row['reference_over_ours']:>8.2f}x"
     )
@@ -223,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"--device {args.device}: CUDA is not available in this torch build or machine")
+        return 2
     info = machine(device)
     print(
         f"# {info['cpu']} | {info['cores']} cores | torch {info['torch']} | "
@@ -231,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         + f" | ours = impl {info['ours_impl']!r}, oneDNN products {info['onednn_products']}",
         flush=True,
     )
-    print(table_header(), flush=True)
+    names = [name for name in CANDIDATES if name != "fused" or info["ours_impl"] != "fused"]
+    print(table_header(names), flush=True)
     rows = []
     for cell in args.cells.split(","):
         for shape in args.shapes:
