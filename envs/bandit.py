@@ -11,6 +11,8 @@ from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, unifor
 class Bandit(Task):
     """Batched Bernoulli bandit (see :class:`BanditEnv`)."""
 
+    state_arrays = ("probs",)
+
     def __init__(
         self, num_envs: int, num_arms: int = 5, horizon: int = 100, observe_previous: bool = True
     ) -> None:

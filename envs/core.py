@@ -101,6 +101,8 @@ class Task:
     action_space: gym.Space
     horizon: int
     """Longest possible episode (steps); every episode terminates by then."""
+    state_arrays: tuple[str, ...] = ()
+    """Names of the subclass's per-copy arrays (``[N, ...]``) that :meth:`get_state` saves."""
 
     def __init__(self, num_envs: int) -> None:
         if num_envs < 1:
@@ -121,6 +123,23 @@ class Task:
         self.episode_keys[rows] = mix64(self.keys[rows] + self.episodes[rows] * _GOLDEN)
         self.elapsed[rows] = 0
         self.new_episodes(rows)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Copies of every per-copy array: keys, episode counters, ``elapsed``, task arrays."""
+        names = ("keys", "episodes", "episode_keys", "elapsed", *self.state_arrays)
+        return {name: getattr(self, name).copy() for name in names}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`get_state` (same ``num_envs`` and difficulty, checked by shape)."""
+        for name in ("keys", "episodes", "episode_keys", "elapsed", *self.state_arrays):
+            current = getattr(self, name)
+            value = np.asarray(state[name], dtype=current.dtype)
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"{type(self).__name__}.set_state: {name} has shape {value.shape}, "
+                    f"this env's is {current.shape}"
+                )
+            setattr(self, name, value.copy())
 
     def new_episodes(self, rows: np.ndarray) -> None:
         """Draw the per-episode quantities of copies ``rows`` (their keys are set)."""
@@ -175,6 +194,15 @@ class TaskEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated = self.task.step(np.asarray(action)[None])
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything :meth:`set_state` needs to continue exactly from here (numpy and plain
+        data: ``recurrl``'s exact resume stores it in checkpoints)."""
+        return _env_state(self, self.task)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state` of an env with the same arguments (any instance)."""
+        _set_env_state(self, self.task, state)
 
 
 class TaskVectorEnv(gym.vector.VectorEnv):
@@ -243,6 +271,39 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         next_obs = obs.copy()  # obs keeps the final observations of the ended episodes
         next_obs[rows] = self.task.observe(rows)
         return next_obs, reward, terminated, truncated, {"final_obs": obs, "_final_obs": done}
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything :meth:`set_state` needs to continue exactly from here (numpy and plain
+        data: ``recurrl``'s exact resume stores it in checkpoints)."""
+        return _env_state(self, self.task)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state` of an env with the same arguments (any instance)."""
+        _set_env_state(self, self.task, state)
+
+
+def _env_state(env: gym.Env | gym.vector.VectorEnv, task: Task) -> dict[str, Any]:
+    """The whole state of a task env: task arrays, ``_keyed`` and the ``np_random`` stream."""
+    rng = env._np_random  # None until first used: keep it that way, do not draw a seed
+    return {
+        "task": task.get_state(),
+        "keyed": env._keyed,
+        "np_random": None if rng is None else rng.bit_generator.state,
+        "np_random_seed": env._np_random_seed,
+    }
+
+
+def _set_env_state(env: gym.Env | gym.vector.VectorEnv, task: Task, state: dict) -> None:
+    task.set_state(state["task"])
+    env._keyed = bool(state["keyed"])
+    if state["np_random"] is None:
+        env._np_random = None
+    else:
+        name = state["np_random"]["bit_generator"]
+        generator = np.random.Generator(getattr(np.random, name)())
+        generator.bit_generator.state = state["np_random"]
+        env._np_random = generator
+    env._np_random_seed = state["np_random_seed"]
 
 
 def _raise_mmap_threshold(nbytes: int) -> None:

@@ -14,6 +14,8 @@ _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float32) 
 class CueRecall(Task):
     """Batched cue recall (see :class:`CueRecallEnv`)."""
 
+    state_arrays = ("cue", "answer", "query_phase")
+
     def __init__(self, num_envs: int, num_bits: int = 4, delay: int = 10) -> None:
         super().__init__(num_envs)
         if not 1 <= num_bits <= 64 or delay < 0:

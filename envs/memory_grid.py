@@ -38,6 +38,8 @@ def _colourings(num_colors: int) -> np.ndarray:
 class MemoryGrid(Task):
     """Batched memory grid (see :class:`MemoryGridEnv`)."""
 
+    state_arrays = ("position", "config", "matching_side")
+
     def __init__(
         self,
         num_envs: int,

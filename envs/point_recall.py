@@ -13,6 +13,8 @@ MIN_RADIUS, MAX_RADIUS = 0.4, 0.9  # goal distance from the start, keeps 1 / d0 
 class PointRecall(Task):
     """Batched point recall (see :class:`PointRecallEnv`)."""
 
+    state_arrays = ("position", "goal", "distance", "start_distance")
+
     def __init__(
         self, num_envs: int, delay: int = 0, travel_steps: int = 12, max_speed: float = 0.1
     ) -> None:

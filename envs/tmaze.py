@@ -17,6 +17,8 @@ _OBSERVATIONS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]], dtype=np.
 class TMaze(Task):
     """Batched passive T-maze (see :class:`TMazeEnv`)."""
 
+    state_arrays = ("position", "goal")
+
     def __init__(self, num_envs: int, length: int = 20, time_budget: int | None = None) -> None:
         super().__init__(num_envs)
         if length < 1:
