@@ -18,6 +18,7 @@ import torch
 
 import recurrl
 from recurrl.config import ConfigError, config_from_dict
+from recurrl.errors import CheckpointWriteError
 from recurrl.policy import ActorCritic
 from recurrl.spaces import space_from_dict, space_to_dict
 
@@ -55,16 +56,27 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` atomically: a temporary file, then a rename over ``path``.
 
     A write that fails or is killed half-way leaves the previous file at ``path`` intact.
+
+    Raises:
+        CheckpointWriteError: the file system refused the write (full disk, permissions);
+            the message names the file and says whether a previous one is intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, temporary)
         os.replace(temporary, path)  # atomic on POSIX
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        raise
+        if not isinstance(error, OSError):
+            raise
+        kept = f"the previous {path.name} is intact" if path.is_file() else "none was there before"
+        failure = CheckpointWriteError(
+            f"could not write checkpoint {path}: {error.strerror or error}; {kept}"
+        )
+        failure.errno = error.errno
+        raise failure from error
     return path
 
 

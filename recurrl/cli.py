@@ -11,29 +11,46 @@ from recurrl.config import ConfigError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from recurrl.config import load_config
+    """Train (or resume); under torchrun every rank runs this, rank 0 reads the config and
+    checkpoint and hands them to the others, logs and prints the summary."""
+    from recurrl.checkpoint import CheckpointError
+    from recurrl.distributed import close_world, setup_world
     from recurrl.train import train
 
-    overrides = list(args.overrides) + list(args.extra)
-    payload = None
-    if args.resume:
-        from recurrl.resume import resume_checkpoint, resume_config
-
-        if args.config is not None and "=" not in args.config:
-            raise ConfigError(
-                f"--resume takes the config from the checkpoint; got {args.config!r} "
-                f"(pass changes as dotted.key=value)"
-            )
-        overrides = ([args.config] if args.config else []) + overrides
-        run_dir, payload = resume_checkpoint(args.resume)
-        config = resume_config(run_dir, payload, overrides)
-    else:
-        config = load_config(args.config, overrides)
-    result = train(config, quiet=args.quiet, resume=payload)
+    world = setup_world()
+    try:
+        refused = (ConfigError, CheckpointError)
+        config, payload = world.run_on_main(lambda: _load_run(args), refused)
+        result = train(config, quiet=args.quiet or not world.is_main, resume=payload, world=world)
+    finally:
+        close_world(world)
     if result.interrupted is not None:
         return 128 + result.interrupted  # the message saying how to resume is printed
-    print(_summary(result, config, args.eval_episodes), flush=True)
+    if world.is_main:
+        print(_summary(result, config, args.eval_episodes), flush=True)
     return 0
+
+
+def _load_run(args: argparse.Namespace):
+    """``(config, checkpoint payload or None)`` from the command line."""
+    from recurrl.config import load_config
+
+    overrides = list(args.overrides) + list(args.extra)
+    if not args.resume:
+        path = args.config
+        if path is not None and "=" in path and not Path(path).is_file():
+            path, overrides = None, [path, *overrides]  # only overrides: all defaults
+        return load_config(path, overrides), None
+    from recurrl.resume import resume_checkpoint, resume_config
+
+    if args.config is not None and "=" not in args.config:
+        raise ConfigError(
+            f"--resume takes the config from the checkpoint; got {args.config!r} "
+            f"(pass changes as dotted.key=value)"
+        )
+    overrides = ([args.config] if args.config else []) + overrides
+    run_dir, payload = resume_checkpoint(args.resume)
+    return resume_config(run_dir, payload, overrides), payload
 
 
 def _summary(result, config, eval_episodes: int) -> str:
@@ -247,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = [e for e in extra]  # `wandb agent` passes --key=value
     from recurrl.checkpoint import CheckpointError
+    from recurrl.errors import EnvStepError, TrainingError
     from recurrl.plot import PlotError
     from recurrl.video import VideoError
 
@@ -255,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, PlotError, VideoError) as error:
         print(f"recurrl: error: {error}", file=sys.stderr)
         return 2
+    except TrainingError as error:  # a run that started and could not go on
+        if isinstance(error, EnvStepError) and error.__cause__ is not None:
+            import traceback
+
+            print("recurrl: the env's error:", file=sys.stderr)
+            traceback.print_exception(error.__cause__, file=sys.stderr)
+        print(f"recurrl: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("recurrl: interrupted", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -217,6 +218,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number(value: Any) -> Any:
+    """``"1e-3"`` -> 0.001: YAML 1.1 reads exponents without a dot as strings; others as is."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one YAML value against a type hint; raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -252,11 +263,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        value = _number(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)  # 1e6 in YAML
     elif tp is float:
+        value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ConfigError(f"{key}: must be a finite number, got {value!r}")

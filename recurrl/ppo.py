@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from recurrl.config import PPOConfig
+from recurrl.distributed import SINGLE, World
+from recurrl.errors import DivergenceError
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.tree import Observation, tree_map
@@ -195,8 +197,19 @@ def update(
     returns: Tensor,
     config: PPOConfig,
     generator: torch.Generator,
+    world: World = SINGLE,
 ) -> dict[str, float]:
-    """``update_epochs`` passes of minibatch PPO over the rollout's TBPTT sequences."""
+    """``update_epochs`` passes of minibatch PPO over the rollout's TBPTT sequences.
+
+    With a data-parallel ``world`` every rank passes its own rollout; gradients are averaged
+    over the ranks before each step and the ``target_kl`` early stop uses the mean KL over the
+    ranks, so every rank takes the same steps.
+
+    Raises:
+        DivergenceError: the loss or the gradient norm of a minibatch is NaN or inf (on any
+            rank); that step is not taken, earlier steps of this update are (the trainer
+            restores the parameters from before the update).
+    """
     sequences = make_sequences(rollout, advantages, returns, config.bptt_len)
     num_sequences = sequences.valid.shape[1]
     device = sequences.valid.device
@@ -207,15 +220,16 @@ def update(
                 start_states=refresh_start_states(policy, rollout, config.bptt_len)
             )
         order = torch.randperm(num_sequences, generator=generator).to(device)
-        for index in order.tensor_split(config.num_minibatches):
+        for number, index in enumerate(order.tensor_split(config.num_minibatches)):
             loss, terms = minibatch_loss(policy, sequences.select(index), config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
+            where = f"epoch {epoch + 1}, minibatch {number + 1}"
+            optimizer_step(policy, optimizer, loss, terms, config.max_grad_norm, world, where)
             history.append(LossTerms(*(term.detach() for term in terms)))
-        if config.target_kl is not None and history[-1].approx_kl.item() > config.target_kl:
-            break
+        if config.target_kl is not None:
+            if world.mean(history[-1].approx_kl).item() > config.target_kl:  # same on all ranks
+                break
     stats = {
         name: torch.stack([getattr(terms, name) for terms in history]).mean().item()
         for name in LossTerms._fields
@@ -223,6 +237,40 @@ def update(
     stats["explained_variance"] = explained_variance(rollout.values, returns, rollout.valid)
     stats["epochs"] = epoch + 1
     return stats
+
+
+def optimizer_step(
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    loss: Tensor,
+    terms: LossTerms,
+    max_grad_norm: float,
+    world: World = SINGLE,
+    where: str = "",
+) -> None:
+    """Average gradients over the ranks, clip their norm, step; refuse a non-finite update.
+
+    Raises:
+        DivergenceError: the loss (on any rank) or the gradient norm is NaN or inf, naming
+            which, its terms and ``where``; the optimizer does not step.
+    """
+    parameters = [p for p in policy.parameters() if p.requires_grad]
+    total_loss = world.average_gradients(parameters, loss)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    if bool(torch.isfinite(total_loss) & torch.isfinite(grad_norm)):
+        optimizer.step()
+        return
+    values = ", ".join(
+        f"{name}={getattr(terms, name).item():.4g}"
+        for name in ("policy_loss", "value_loss", "entropy")
+    )
+    if not torch.isfinite(total_loss):
+        what = f"the loss became {loss.item():.4g} ({values})"
+        if world.active and torch.isfinite(loss):
+            what = f"the loss became non-finite on another rank (here: {values})"
+    else:
+        what = f"the gradient norm became {grad_norm.item():.4g} (loss {loss.item():.4g}; {values})"
+    raise DivergenceError(f"training diverged: {what}" + (f" in {where}" if where else ""))
 
 
 def explained_variance(predicted: Tensor, target: Tensor, mask: Tensor) -> float:

@@ -129,6 +129,48 @@ def restore_env_state(envs: Any, state: Any) -> bool:
     return True
 
 
+# --- per-rank state and rollback ------------------------------------------------------------
+
+
+def rank_state_of(training: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank ``rank``'s ``rng`` / ``collector`` / ``envs`` in a checkpoint's ``training`` state.
+
+    Rank 0's state sits at the top level (as in a single-process checkpoint); a data-parallel
+    checkpoint also holds ``world_size`` and the other ranks' states in ``other_ranks``. None
+    for a rank the checkpoint has no state for (it was written by fewer ranks).
+    """
+    if rank == 0:
+        return training
+    others = training.get("other_ranks", [])
+    return others[rank - 1] if rank - 1 < len(others) else None
+
+
+def merge_rank_states(common: dict[str, Any], ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A checkpoint's ``training`` state: ``common`` counters plus every rank's own state."""
+    return {**common, **ranks[0], "world_size": len(ranks), "other_ranks": ranks[1:]}
+
+
+class Rollback:
+    """The state the last completed update left, to fall back to when the next one fails.
+
+    Holds copies of the policy's and optimizer's state and this rank's ``rank_state`` (random
+    streams, collector, envs as they were before the rollout), so a checkpoint written after a
+    failure mid-update is the checkpoint the last update would have written.
+    """
+
+    def __init__(
+        self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, rank_state: dict
+    ) -> None:
+        self.policy, self.optimizer, self.rank_state = policy, optimizer, rank_state
+        self.policy_state = {key: value.clone() for key, value in policy.state_dict().items()}
+        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
+
+    def restore(self) -> None:
+        """Put the parameters, statistics and optimizer state back."""
+        self.policy.load_state_dict(self.policy_state)
+        self.optimizer.load_state_dict(self.optimizer_state)
+
+
 # --- resuming a run folder -------------------------------------------------------------------
 
 
@@ -141,7 +183,16 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         checkpoint, run_dir = path / "checkpoints" / "latest.pt", path
         if not checkpoint.is_file():
             raise CheckpointError(f"{path}: no checkpoints/latest.pt to resume from")
-    payload = load_checkpoint(checkpoint)
+    try:
+        payload = load_checkpoint(checkpoint)
+    except CheckpointError as error:
+        others = sorted(p.name for p in checkpoint.parent.glob("*.pt") if p != checkpoint)
+        if not others:
+            raise
+        hint = ", ".join(others)
+        raise CheckpointError(
+            f"{error}; other checkpoints in {checkpoint.parent}: {hint} (pass one to --resume)"
+        ) from None
     if "training" not in payload:
         raise CheckpointError(f"{checkpoint}: holds no training state (not written by a run)")
     return run_dir, payload

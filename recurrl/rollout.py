@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recurrl.env_checks import describe_env_error, nonfinite_rows
+from recurrl.errors import EnvStepError, NonFiniteError
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.inputs import null_action
@@ -139,6 +141,7 @@ class Rollout:
     episode_lengths: list[int] = field(default_factory=list)
     prev_actions: Tensor | None = None
     prev_rewards: Tensor | None = None
+    nonfinite_steps: int = 0  # transitions masked out for NaN / inf (``env.skip_nonfinite``)
 
 
 def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
@@ -167,6 +170,14 @@ class Collector:
         rollout_len: ``T``; bptt_len: ``L`` (divides T).
         seed: seed for the first ``envs.reset``.
         reward_scaler: optional :class:`RewardScaler` applied to stored rewards.
+        env_id: the env's name in error messages (default: the vector env's spec id).
+        skip_nonfinite: mask out transitions with NaN / inf rewards or observations and reset
+            that env (see :meth:`_skip_nonfinite`) instead of raising
+            :class:`~recurrl.errors.NonFiniteError`.
+
+    An env that raises while stepping is reported as :class:`~recurrl.errors.EnvStepError`
+    naming the env, the copy (when knowable) and the step; ``global_step`` (set by the trainer
+    before each rollout) places the step in the run.
     """
 
     def __init__(
@@ -177,8 +188,13 @@ class Collector:
         bptt_len: int,
         seed: int | None = None,
         reward_scaler: RewardScaler | None = None,
+        env_id: str | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
         self.envs = envs
+        self.env_id = env_id or getattr(getattr(envs, "spec", None), "id", type(envs).__name__)
+        self.skip_nonfinite = skip_nonfinite
+        self.global_step = 0  # at the start of the rollout (error messages only)
         self.reward_scaler = reward_scaler
         self.policy = policy
         self.rollout_len = rollout_len
@@ -225,21 +241,30 @@ class Collector:
         and filled inside it. The previous rollout's raw rewards are folded into the policy's
         previous-reward statistics first (after its update, before this rollout acts).
         """
-        if self.unseen_rewards:
-            rewards = np.concatenate(self.unseen_rewards)
-            self.policy.update_reward_statistics(torch.as_tensor(rewards, device=self.device))
-            self.unseen_rewards = []
+        self.fold_rewards()
         buf = self._buffers()
         with torch.inference_mode():
             rollout = self._fill(buf)
         rollout.chunk_states = tuple(s.clone() for s in rollout.chunk_states)  # normal tensors
         return rollout
 
+    def fold_rewards(self) -> None:
+        """Fold the last rollout's raw rewards into the policy's previous-reward statistics.
+
+        :meth:`collect` does it first; the trainer calls it before, so that data-parallel ranks
+        can merge their statistics (``recurrl.distributed.World.synced_statistics``).
+        """
+        if self.unseen_rewards:
+            rewards = np.concatenate(self.unseen_rewards)
+            self.policy.update_reward_statistics(torch.as_tensor(rewards, device=self.device))
+            self.unseen_rewards = []
+
     def _fill(self, buf: dict[str, Tensor]) -> Rollout:
         T, L = self.rollout_len, self.bptt_len
         chunk_states: list[State] = []
         returns: list[float] = []
         lengths: list[int] = []
+        skipped = 0
         for t in range(T):
             if t % L == 0:
                 chunk_states.append(self.state)
@@ -252,7 +277,15 @@ class Collector:
             previous = (self.prev_action, self.prev_reward)
             out = self.policy.step(self.obs, self.state, self.episode_start, False, *previous)
             env_action = self.policy.head.to_env(out.action.cpu().numpy())
-            next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            next_obs, reward, terminated, truncated, info = self._env_step(env_action, t)
+            bad = self._check_finite(next_obs, reward, truncated, info, t)
+            if bad.any():
+                next_obs, reward, terminated, truncated = self._skip_nonfinite(
+                    buf, t, bad, out.value, next_obs, reward, terminated, truncated
+                )
+                valid = valid & ~bad
+                buf["valid"][t] = torch.as_tensor(valid)
+                skipped += int(bad.sum())
             self.prev_action = torch.as_tensor(env_action, device=self.device)
             self.prev_reward = torch.as_tensor(reward, device=self.device, dtype=self.policy.dtype)
             buf["actions"][t] = out.action
@@ -269,6 +302,9 @@ class Collector:
                 if truncated.any():
                     rows = np.flatnonzero(truncated)
                     buf["bootstrap"][t, rows] = self._final_values(info, rows, out.state)
+            if bad.any():
+                next_start = np.logical_or(next_start, bad)  # the env was reset
+                self._forget_episodes(bad)
             self.state = out.state
             self.obs = as_observation(next_obs, self.device)
             self.episode_start = torch.as_tensor(
@@ -290,7 +326,78 @@ class Collector:
             chunk_states=stacked_states,
             episode_returns=returns,
             episode_lengths=lengths,
+            nonfinite_steps=skipped,
         )
+
+    def _where(self, t: int) -> str:
+        return f"at rollout step {t} after global step {self.global_step:,}"
+
+    def _env_step(self, env_action: np.ndarray, t: int) -> tuple:
+        """``envs.step``; an exception becomes an EnvStepError naming env, copy and step."""
+        try:
+            return self.envs.step(env_action)
+        except Exception as error:
+            message = describe_env_error(self.env_id, error, "stepping", self._where(t))
+            raise EnvStepError(message) from error
+
+    def _check_finite(self, next_obs, reward, truncated, info, t: int) -> np.ndarray:
+        """Rows ``[B]`` with a NaN / inf reward, observation or bootstrapped final observation.
+
+        Raises:
+            NonFiniteError: there are some and ``skip_nonfinite`` is off.
+        """
+        bad, what = nonfinite_rows(
+            {"reward": np.asarray(reward), "observation": next_obs}, self.num_envs
+        )
+        if not self.next_step_autoreset and truncated.any():  # final obs feed the bootstrap
+            rows = np.flatnonzero(truncated)
+            final = {"final observation": _final_observations(info, rows)}
+            final_bad, final_what = nonfinite_rows(final, len(rows), index=rows)
+            bad[rows[final_bad]] = True
+            what = what or final_what
+        if bad.any() and not self.skip_nonfinite:
+            raise NonFiniteError(
+                f"env {self.env_id} returned {what} {self._where(t)}; set env.skip_nonfinite=true "
+                f"to mask such steps out of training and reset that env instead"
+            )
+        return bad
+
+    def _skip_nonfinite(self, buf, t: int, bad, value, next_obs, reward, terminated, truncated):
+        """Mask out step ``t`` of the ``bad`` rows, cut their episodes before it, reset them.
+
+        The transition gets ``valid = 0`` and reward 0 (it never trains); the previous step,
+        if it was in the same episode, becomes the episode's last (truncated, bootstrapped from
+        this step's value), so no advantage reaches across the bad step; the env copies are
+        reset (``options["reset_mask"]``, which Gymnasium's sync / async vector envs and
+        recurrl's native envs support) and their running episode statistics dropped.
+
+        Returns:
+            ``(next_obs, reward, terminated, truncated)`` with the bad rows replaced.
+        """
+        if t > 0:
+            rows = torch.as_tensor(np.flatnonzero(bad), device=self.device)
+            ended = buf["terminated"][t - 1, rows] + buf["truncated"][t - 1, rows]
+            cut = rows[(buf["valid"][t - 1, rows] > 0) & (ended == 0)]
+            buf["truncated"][t - 1, cut] = 1.0
+            buf["bootstrap"][t - 1, cut] = value[cut]
+        try:
+            next_obs, _ = self.envs.reset(options={"reset_mask": bad.copy()})
+        except Exception as error:
+            message = describe_env_error(self.env_id, error, "resetting", self._where(t))
+            raise EnvStepError(message) from error
+        still_bad, what = nonfinite_rows({"reset observation": next_obs}, self.num_envs)
+        if still_bad.any():
+            raise NonFiniteError(f"env {self.env_id} returned {what} {self._where(t)}")
+        reward = np.where(bad, 0.0, reward)
+        return next_obs, reward, terminated & ~bad, truncated & ~bad
+
+    def _forget_episodes(self, rows: np.ndarray) -> None:
+        """Drop the running statistics of episodes cut by a skipped step (``rows`` [B] bool)."""
+        self.running_return[rows] = 0.0
+        self.running_length[rows] = 0
+        self.pending_reset[rows] = False
+        if self.reward_scaler is not None:
+            self.reward_scaler.discounted[rows] = 0.0
 
     def _store_outcome(self, buf, t: int, reward, terminated, truncated, valid) -> np.ndarray:
         """Store step ``t``'s (scaled) reward and episode ends; returns ``done`` ``[B]``."""

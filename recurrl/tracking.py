@@ -26,6 +26,7 @@ SECTIONS = {
     "episodic_return": "rollout",
     "episodic_length": "rollout",
     "episodes": "rollout",
+    "nonfinite_steps": "rollout",
     "policy_loss": "losses",
     "value_loss": "losses",
     "entropy": "losses",
@@ -197,6 +198,21 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class NullTracker:
+    """The tracker of every rank but 0 in data-parallel training: logs nothing."""
+
+    wandb_id: str | None = None
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Nothing: rank 0 logs the metrics reduced over all ranks."""
+
+    def log_checkpoint(self, path: Path, aliases: list[str], global_step: int) -> None:
+        """Nothing: rank 0 writes and uploads checkpoints."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class Tracker:

@@ -3,6 +3,15 @@
 ``train(config)`` runs it; ``train(config, resume=payload)`` continues a stopped run from its
 checkpoint (see ``recurrl.resume`` for what is restored and when the result is exact). The first
 SIGINT or SIGTERM finishes the current update, writes ``checkpoints/latest.pt`` and stops.
+
+Launched by ``torchrun``, every rank runs this loop on its own envs (``recurrl.distributed``):
+gradients are averaged, metrics pooled, and rank 0 logs and writes the checkpoints, which hold
+every rank's random streams and collector / env state.
+
+A failure while training (``recurrl.errors``: an env that raised or returned NaN, an update that
+diverged, a checkpoint that could not be written) never leaves half an update behind: the
+parameters go back to where the last update left them and ``latest.pt`` is written with that
+state, so no completed update is lost.
 """
 
 from __future__ import annotations
@@ -12,34 +21,36 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from recurrl import ppo
-from recurrl.checkpoint import (
-    check_spaces,
-    checkpoint_payload,
-    prune_checkpoints,
-    write_checkpoint,
+from recurrl.checkpoint import checkpoint_payload
+from recurrl.config import Config, to_dict
+from recurrl.distributed import World, resolve_device, setup_world
+from recurrl.errors import (
+    DivergenceError,
+    EnvStepError,
+    NonFiniteError,
+    PeerFailure,
+    TrainingError,
 )
-from recurrl.config import Config, ConfigError, to_dict
 from recurrl.evaluate import evaluate
 from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
 from recurrl.resume import (
     GracefulStop,
+    Rollback,
     env_state,
-    restore_env_state,
+    merge_rank_states,
     rng_state,
     set_rng_state,
-    truncate_metrics,
 )
-from recurrl.rollout import Collector, RewardScaler, generalized_advantage_estimate
-from recurrl.tracking import Tracker, require_tensorboard
+from recurrl.rollout import Collector, RewardScaler, Rollout, generalized_advantage_estimate
+from recurrl.run_state import RunCheckpoints, failure_outcome, open_run, restore_run
+from recurrl.tracking import require_tensorboard
 
 
 @dataclass
@@ -53,33 +64,11 @@ class TrainResult:
     interrupted: int | None = None  # the signal that stopped the run early, if any
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name} requested but CUDA is not available")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def make_run_dir(config: Config) -> Path:
-    if config.run.dir:
-        run_dir = Path(config.run.dir)
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{config.name}-{stamp}"
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"run.dir: cannot create {run_dir}: {error.strerror}") from None
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    return run_dir
 
 
 def learning_rate_at(config: Config, global_step: int) -> float:
@@ -93,32 +82,59 @@ def _mean(values: list) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _average(values: list[float]) -> float:
+    """The mean of the ranks' values, ignoring NaN (one rank: its value)."""
+    if len(values) == 1:
+        return values[0]
+    finite = [v for v in values if v == v]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _close_quietly(envs) -> None:
+    """Close the envs; a broken env failing to close must not hide the error that broke it."""
+    try:
+        envs.close()
+    except Exception as error:
+        print(f"recurrl: closing the envs failed too ({type(error).__name__})", file=sys.stderr)
+
+
 class Trainer:
-    """Owns the envs, policy, optimizer and run folder of one training run.
+    """Owns the envs, policy, optimizer and run folder of one training run (one rank's part).
 
     Args:
-        config: the resolved config.
+        config: the resolved config (the same on every rank).
         quiet: no console progress.
-        resume: a checkpoint payload (with its ``training`` state) to continue from.
+        resume: a checkpoint payload (with its ``training`` state) to continue from; with
+            several ranks, every rank passes it.
+        world: the ranks of a data-parallel run; default: torchrun's, if it launched this
+            process (``recurrl.distributed.setup_world``), else a single process.
     """
 
-    def __init__(self, config: Config, quiet: bool = False, resume: dict | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        quiet: bool = False,
+        resume: dict | None = None,
+        world: World | None = None,
+    ) -> None:
         self.config = config
-        if config.tracking.tensorboard:
+        self.world = world if world is not None else setup_world()
+        self.steps_per_update = config.batch_size * self.world.size  # env steps, all ranks
+        if config.tracking.tensorboard and self.world.is_main:
             require_tensorboard()  # refuse before anything starts
         if config.run.torch_threads:
             torch.set_num_threads(config.run.torch_threads)
-        self.device = resolve_device(config.device)
-        self.generator = seed_everything(config.seed)
+        self.device = resolve_device(config.device, self.world)
+        self.generator = seed_everything(self.world.seed(config.seed))
         self.envs = make_vector_env(config.env)
         try:
-            self._build(quiet, resume)
+            self._build(quiet or not self.world.is_main, resume)
         except BaseException:
             self.envs.close()
             raise
 
     def _build(self, quiet: bool, resume: dict | None) -> None:
-        config = self.config
+        config, world = self.config, self.world
         self.policy = ActorCritic(
             self.envs.single_observation_space,
             self.envs.single_action_space,
@@ -131,72 +147,67 @@ class Trainer:
         reward_scaler = None
         if config.env.normalize_reward:
             reward_scaler = RewardScaler(self.envs.num_envs, config.ppo.gamma)
+        start = 0 if resume is None else resume["global_step"]
         self.collector = Collector(
             self.envs,
             self.policy,
             config.ppo.rollout_len,
             config.ppo.bptt_len,
-            seed=config.seed if resume is None else config.seed + resume["global_step"],
+            seed=world.seed(config.seed + start),
             reward_scaler=reward_scaler,
+            env_id=config.env.id,
+            skip_nonfinite=config.env.skip_nonfinite,
         )
         self.update, self.global_step, self.last_checkpoint = 0, 0, 0
         self.best_eval_return, self.time_offset = -math.inf, 0.0
-        training = self._restore(resume) if resume is not None else {}
-        self.run_dir = make_run_dir(config)
-        self.history = truncate_metrics(self.run_dir, self.global_step) if resume else []
-        self.tracker = Tracker(
+        own = self._restore(resume) if resume is not None else None
+        world.broadcast_module(self.policy)  # ranks seed apart: start from rank 0's parameters
+        self.run_dir, self.history, self.tracker = open_run(config, world, quiet, resume)
+        self.checkpoints = RunCheckpoints(
             self.run_dir,
-            config.name,
-            to_dict(config),
-            config.tracking,
-            config.ppo.total_steps,
-            quiet,
-            wandb_id=training.get("wandb_id"),
-            start_step=self.global_step,
+            world,
+            self.tracker,
+            config.run.keep_checkpoints,
+            self.checkpoint,
+            saved_steps={"latest.pt": start} if resume is not None else None,
         )
-        if training:
-            set_rng_state(training["rng"], self.generator)  # last: nothing may draw after it
-        self.stop = GracefulStop()
+        if own is not None:
+            set_rng_state(own["rng"], self.generator)  # last: nothing may draw after it
+        elif resume is not None:  # a rank the checkpoint has no state for
+            self.generator = seed_everything(world.seed(config.seed + start))
+        self.stop, self.stop_signal = GracefulStop(), None
         self.consistent = True  # False while an update is half done
+        self.rollback: Rollback | None = None
         self.started = time.perf_counter()
 
-    def _restore(self, payload: dict) -> dict:
-        """Load parameters, optimizer, counters, the collector and (if possible) the envs."""
-        check_spaces(
+    def _restore(self, payload: dict) -> dict | None:
+        """Load the checkpoint (``recurrl.run_state.restore_run``) and its counters.
+
+        Returns:
+            This rank's saved random streams and collector / env state, or None.
+        """
+        own = restore_run(
             payload,
-            self.envs.single_observation_space,
-            self.envs.single_action_space,
-            f"env {self.config.env.id}",
+            self.policy,
+            self.optimizer,
+            self.collector,
+            self.envs,
+            self.world,
+            self.config.env.id,
         )
-        self.policy.load_state_dict(payload["policy"])
-        self.optimizer.load_state_dict(payload["optimizer"])
         training = payload["training"]
         self.global_step, self.update = payload["global_step"], training["update"]
         self.best_eval_return = training["best_eval_return"]
         self.last_checkpoint, self.time_offset = training["last_checkpoint"], training["time_s"]
-        if restore_env_state(self.envs, training["envs"]):
-            self.collector.load_state_dict(training["collector"])
-            return training
-        scaler = training["collector"]["reward_scaler"]
-        if self.collector.reward_scaler is not None and scaler is not None:
-            fresh = {**scaler, "discounted": [0.0] * self.envs.num_envs}  # episodes restart
-            self.collector.reward_scaler.load_state_dict(fresh)
-        print(
-            f"recurrl: {self.config.env.id} cannot save its state (no get_state/set_state), so "
-            f"its envs restart with a fresh reset and the recurrent state resets; the rest of "
-            f"the run (parameters, optimizer, statistics, random streams) is restored",
-            file=sys.stderr,
-        )
-        return training
+        return own
 
     def train_one_update(self, update: int) -> dict:
-        """One iteration: rollout -> GAE -> PPO update -> metrics."""
+        """One iteration: rollout -> GAE -> PPO update -> metrics (pooled over the ranks)."""
         config, started = self.config, time.perf_counter()
         learning_rate = learning_rate_at(config, self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
-        self.policy.eval()
-        rollout = self.collector.collect()
+        rollout = self.collect()
         advantages, returns = generalized_advantage_estimate(
             rollout.rewards,
             rollout.values,
@@ -208,38 +219,92 @@ class Trainer:
         )
         self.policy.train()
         stats = ppo.update(
-            self.policy, self.optimizer, rollout, advantages, returns, config.ppo, self.generator
+            self.policy,
+            self.optimizer,
+            rollout,
+            advantages,
+            returns,
+            config.ppo,
+            self.generator,
+            self.world,
         )
         if self.policy.obs_normalizer is not None:
             # After the update, so the rollout and its update saw the same statistics.
-            self.policy.obs_normalizer.update(rollout.obs[rollout.valid.bool()])
-        self.global_step += config.batch_size
+            with self.world.synced_statistics(self.policy.obs_normalizer):
+                self.policy.obs_normalizer.update(rollout.obs[rollout.valid.bool()])
+        self.global_step += self.steps_per_update
         elapsed = time.perf_counter() - started
-        return {
+        return self.update_metrics(update, rollout, stats, learning_rate, elapsed)
+
+    def collect(self) -> Rollout:
+        """This rank's rollout; if any rank's envs failed, every rank raises (and checkpoints).
+
+        Raises:
+            EnvStepError, NonFiniteError: this rank's envs failed.
+            PeerFailure: another rank's envs failed.
+        """
+        self.policy.eval()
+        with self.world.synced_statistics(self.policy):
+            self.collector.fold_rewards()
+        self.collector.global_step = self.global_step
+        failure, rollout = None, None
+        try:
+            rollout = self.collector.collect()
+        except (EnvStepError, NonFiniteError) as error:
+            failure = error
+        failed = self.world.ranks_where(failure is not None)
+        if failed:
+            raise failure or PeerFailure(f"the envs of rank {failed[0]} failed (see its message)")
+        return rollout
+
+    def update_metrics(
+        self, update: int, rollout: Rollout, stats: dict, learning_rate: float, elapsed: float
+    ) -> dict:
+        """One update's metrics: episodes pooled over the ranks, losses averaged."""
+        local = {
+            "returns": rollout.episode_returns,
+            "lengths": rollout.episode_lengths,
+            "skipped": rollout.nonfinite_steps,
+            "stats": stats,
+        }
+        ranks = self.world.all_gather(local)
+        returns = [value for part in ranks for value in part["returns"]]
+        lengths = [value for part in ranks for value in part["lengths"]]
+        metrics = {
             "global_step": self.global_step,
             "update": update,
-            "episodic_return": _mean(rollout.episode_returns),
-            "episodic_length": _mean(rollout.episode_lengths),
-            "episodes": len(rollout.episode_returns),
-            **stats,
-            "learning_rate": learning_rate,
-            "sps": config.batch_size / elapsed,
+            "episodic_return": _mean(returns),
+            "episodic_length": _mean(lengths),
+            "episodes": len(returns),
         }
+        if self.config.env.skip_nonfinite:
+            metrics["nonfinite_steps"] = sum(part["skipped"] for part in ranks)
+        for key in stats:
+            metrics[key] = _average([part["stats"][key] for part in ranks])
+        metrics["epochs"] = stats["epochs"]  # the same on every rank
+        metrics["learning_rate"] = learning_rate
+        metrics["sps"] = self.steps_per_update / elapsed
+        return metrics
 
     def evaluate_if_due(self, num_updates: int) -> dict:
-        """``eval_*`` metrics when ``eval.every`` steps have passed and after the last update."""
+        """``eval_*`` metrics when ``eval.every`` steps have passed and after the last update.
+
+        Rank 0 evaluates; every rank gets its results (so all agree on ``best.pt``).
+        """
         every = self.config.eval.every
-        previous = self.global_step - self.config.batch_size
+        previous = self.global_step - self.steps_per_update
         if not every or (
             self.global_step // every == previous // every and self.update < num_updates
         ):
             return {}
+        if not self.world.is_main:
+            return self.world.broadcast({})
         deterministic = self.config.eval.deterministic
         metrics = self._evaluate("eval", deterministic)
         if self.config.eval.both_modes:
             other = "eval_stochastic" if deterministic else "eval_deterministic"
             metrics.update(self._evaluate(other, not deterministic))
-        return metrics
+        return self.world.broadcast(metrics)
 
     def _evaluate(self, prefix: str, deterministic: bool) -> dict:
         settings = self.config.eval
@@ -264,53 +329,60 @@ class Trainer:
             self.last_checkpoint = self.global_step
             self.save("latest.pt", [f"step-{self.global_step}"], stamped=True)
 
-    def training_state(self) -> dict:
-        """What exact resume needs beyond parameters and optimizer (see ``recurrl.resume``)."""
+    def rank_state(self) -> dict:
+        """This rank's random streams and live collector / env state (see ``recurrl.resume``)."""
         return {
-            "update": self.update,
-            "time_s": self.elapsed(),
-            "last_checkpoint": self.last_checkpoint,
-            "best_eval_return": self.best_eval_return,
-            "wandb_id": self.tracker.wandb_id,
             "rng": rng_state(self.generator),
             "collector": self.collector.state_dict(),
             "envs": env_state(self.envs),
         }
 
-    def save(self, name: str, aliases: list[str] | None = None, stamped: bool = False) -> Path:
-        """Write ``checkpoints/<name>`` (and a step-stamped copy if ``run.keep_checkpoints``).
-
-        With ``aliases``, also upload it to W&B (when ``tracking.wandb.log_checkpoints``); W&B
-        itself adds ``latest`` to the newest version.
-        """
-        payload = checkpoint_payload(
+    def checkpoint(self, ranks: list[dict]) -> dict:
+        """The checkpoint payload, given every rank's :meth:`rank_state` (rank 0 first)."""
+        common = {
+            "update": self.update,
+            "time_s": self.elapsed(),
+            "last_checkpoint": self.last_checkpoint,
+            "best_eval_return": self.best_eval_return,
+            "wandb_id": self.tracker.wandb_id,
+        }
+        return checkpoint_payload(
             self.policy,
             to_dict(self.config),
             self.global_step,
             self.optimizer,
-            {"training": self.training_state()},
+            {"training": merge_rank_states(common, ranks)},
         )
-        directory = self.run_dir / "checkpoints"
-        path = write_checkpoint(directory / name, payload)
-        if aliases is not None:
-            self.tracker.log_checkpoint(path, aliases, self.global_step)
-        keep = self.config.run.keep_checkpoints
-        if stamped and keep:
-            write_checkpoint(directory / f"step-{self.global_step:012d}.pt", payload)
-            prune_checkpoints(directory, keep)
-        return path
+
+    def save(
+        self,
+        name: str,
+        aliases: list[str] | None = None,
+        stamped: bool = False,
+        rank_state: dict | None = None,
+    ) -> Path | None:
+        """Write ``checkpoints/<name>``: every rank takes part, rank 0 writes (see
+        :class:`~recurrl.run_state.RunCheckpoints`); ``rank_state`` defaults to the live one."""
+        state = rank_state if rank_state is not None else self.rank_state()
+        return self.checkpoints.save(name, self.global_step, state, aliases, stamped)
 
     def elapsed(self) -> float:
         """Training wall-clock seconds, counting the time before a resume."""
         return time.perf_counter() - self.started
 
+    def stop_requested(self) -> bool:
+        """Whether a SIGINT / SIGTERM reached any rank (all ranks stop after the same update)."""
+        self.stop_signal = self.world.max(self.stop.signum or 0) or None
+        return self.stop_signal is not None
+
     def run(self) -> TrainResult:
         """Train for ``ppo.total_steps`` (or until a SIGINT/SIGTERM, then checkpoint)."""
-        num_updates = math.ceil(self.config.ppo.total_steps / self.config.batch_size)
+        num_updates = math.ceil(self.config.ppo.total_steps / self.steps_per_update)
         self.started = time.perf_counter() - self.time_offset
         try:
             with self.stop.installed():
-                while self.update < num_updates and not self.stop.requested:
+                while self.update < num_updates and not self.stop_requested():
+                    self.rollback = Rollback(self.policy, self.optimizer, self.rank_state())
                     self.consistent = False
                     metrics = self.train_one_update(self.update + 1)  # collect, GAE, PPO update
                     self.update, self.consistent = self.update + 1, True
@@ -319,14 +391,14 @@ class Trainer:
                     self.history.append(metrics)
                     self.tracker.log(metrics)
                     self.checkpoint_if_due(metrics)
-                interrupted = self.stop.signum if self.update < num_updates else None
+                interrupted = self.stop_signal if self.update < num_updates else None
                 self._finish(interrupted)
         except BaseException as error:
             self._report_failure(error)
             raise
         finally:
             self.tracker.close()
-            self.envs.close()
+            _close_quietly(self.envs)
         return TrainResult(
             self.run_dir, self.global_step, self.history, self.policy, interrupted=interrupted
         )
@@ -337,41 +409,55 @@ class Trainer:
         if interrupted is None:
             self.save("final.pt", ["final"])
             return
-        print(
-            f"recurrl: stopped at step {self.global_step:,} of {self.config.ppo.total_steps:,}; "
-            f"saved {path}\nrecurrl: resume with: recurrl train --resume {self.run_dir}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if self.world.is_main:
+            print(
+                f"recurrl: stopped at step {self.global_step:,} of "
+                f"{self.config.ppo.total_steps:,}; saved {path}\n"
+                f"recurrl: resume with: recurrl train --resume {self.run_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _report_failure(self, error: BaseException) -> None:
-        """A crash or a second signal: checkpoint only a consistent state, never a half update."""
-        path = self.run_dir / "checkpoints" / "latest.pt"
-        if self.consistent:
-            try:
-                self.save("latest.pt")
-                saved = f"saved {path}"
-            except Exception as save_error:
-                saved = f"could not save {path} ({type(save_error).__name__})"
-        elif path.is_file():
-            saved = f"mid-update, so the last checkpoint {path} was kept"
-        else:
-            saved = "mid-update, before any checkpoint was written"
-        resume = f"; resume with: recurrl train --resume {self.run_dir}" if path.is_file() else ""
-        print(
-            f"recurrl: stopped at step {self.global_step:,} ({type(error).__name__}); {saved}"
-            f"{resume}",
-            file=sys.stderr,
-            flush=True,
+        """Checkpoint the last completed update (rolled back if mid-update) and say so.
+
+        A :class:`~recurrl.errors.TrainingError` gets what was saved as its ``outcome`` (the
+        caller prints it); anything else (a crash, a second signal) is reported here.
+        """
+        saved = self.checkpoints.save_after_failure(
+            error, self.global_step, self.rank_state, None if self.consistent else self.rollback
         )
+        if isinstance(error, DivergenceError):
+            error.message += f" of update {self.update + 1} (after step {self.global_step:,})"
+        if isinstance(error, TrainingError):
+            rate = self.config.ppo.learning_rate
+            error.outcome = failure_outcome(error, self.world, self.run_dir, saved, rate)
+        elif self.world.is_main:
+            resume = f"; resume with: recurrl train --resume {self.run_dir}"
+            print(
+                f"recurrl: stopped at step {self.global_step:,} ({type(error).__name__}); "
+                f"{saved}{resume if self.checkpoints.latest.is_file() else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
-def train(config: Config, quiet: bool = False, resume: dict | None = None) -> TrainResult:
+def train(
+    config: Config,
+    quiet: bool = False,
+    resume: dict | None = None,
+    world: World | None = None,
+) -> TrainResult:
     """Train a policy as ``config`` says; returns the run folder, history and policy.
 
     Args:
         config: the resolved config.
         quiet: no console progress.
         resume: a loaded checkpoint payload to continue from (``recurrl.resume``).
+        world: the ranks of a data-parallel run (default: torchrun's, if it launched us).
+
+    Raises:
+        TrainingError: an env failed, the update diverged or a checkpoint could not be
+            written; the message says where and what was saved.
     """
-    return Trainer(config, quiet=quiet, resume=resume).run()
+    return Trainer(config, quiet=quiet, resume=resume, world=world).run()

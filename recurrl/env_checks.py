@@ -1,0 +1,83 @@
+"""What the collector checks in what envs return: errors named by env, index and step, and
+non-finite observations and rewards located.
+
+A vector env steps all its copies in one call, so which copy raised is known only for
+Gymnasium's ``SyncVectorEnv`` (the loop index of the frame that raised) and
+``AsyncVectorEnv`` (the worker index it reports); a natively batched env has no single copy to
+blame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+def failing_index(error: BaseException) -> int | None:
+    """The index of the env copy that raised ``error`` inside a vector env's ``step``, if known."""
+    index, trace = None, error.__traceback__
+    while trace is not None:
+        frame = trace.tb_frame
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name == "step" and isinstance(owner, gym.vector.SyncVectorEnv):
+            index = frame.f_locals.get("i", index)
+        elif frame.f_code.co_name == "_raise_if_errors" and isinstance(
+            owner, gym.vector.AsyncVectorEnv
+        ):
+            index = frame.f_locals.get("index", index)
+        trace = trace.tb_next
+    return index if isinstance(index, int) else None
+
+
+def describe_env_error(env_id: str, error: BaseException, what: str, where: str) -> str:
+    """``env ID raised ValueError: ... while stepping at ... (env index 2)``."""
+    index = failing_index(error)
+    copy = f"env index {index}" if index is not None else "env index unknown (stepped as a batch)"
+    return f"env {env_id} raised {type(error).__name__}: {error} while {what} {where} ({copy})"
+
+
+def named_leaves(obs: Any, name: str = "observation") -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, array)`` for every array of a (nested ``dict`` / ``tuple``) observation."""
+    if isinstance(obs, dict):
+        for key, value in obs.items():
+            yield from named_leaves(value, f"{name}[{key!r}]")
+    elif isinstance(obs, tuple):
+        for i, value in enumerate(obs):
+            yield from named_leaves(value, f"{name}[{i}]")
+    else:
+        yield name, np.asarray(obs)
+
+
+def nonfinite_rows(
+    values: dict[str, Any], num_envs: int, index: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
+    """Which of ``num_envs`` rows hold NaN or inf in any of ``values`` (named arrays or trees).
+
+    ``index`` gives the env index of each row when the rows are a subset of the envs.
+
+    Returns:
+        ``(bad [num_envs] bool, description of the first bad value)``, e.g.
+        ``"nan in observation['cue'] of env index 3 (and 1 more env)"``; ``""`` when all finite.
+    """
+    bad = np.zeros(num_envs, dtype=bool)
+    first = ""
+    for label, tree in values.items():
+        for name, leaf in named_leaves(tree, label):
+            if leaf.dtype.kind not in "fc" or leaf.size == 0:
+                continue  # integer / bool parts cannot hold NaN
+            finite = np.isfinite(leaf.reshape(num_envs, -1)).all(axis=1)
+            if finite.all():
+                continue
+            if not first:
+                row = int(np.flatnonzero(~finite)[0])
+                kind = "nan" if np.isnan(leaf.reshape(num_envs, -1)[row]).any() else "inf"
+                env_index = int(index[row]) if index is not None else row
+                first = f"{kind} in {name} of env index {env_index}"
+            bad |= ~finite
+    if first and bad.sum() > 1:
+        more = int(bad.sum()) - 1
+        first += f" (and {more} more env{'s' if more > 1 else ''})"
+    return bad, first
