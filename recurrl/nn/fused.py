@@ -86,7 +86,12 @@ def _projection_grads(
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """``(dx[T, B, I], dW_ih[G, I], dbias[G])`` of ``x @ W_ih^T + bias``; ``dgates_x[T*B, G]``."""
     dx = linear(dgates_x, weight_ih.t()).view_as(x) if needs_dx else None
-    return dx, weight_grad(dgates_x, x.flatten(0, 1)), dgates_x.sum(0)
+    return dx, weight_grad(dgates_x, x.flatten(0, 1)), column_sums(dgates_x)
+
+
+def column_sums(matrix: Tensor) -> Tensor:
+    """``matrix[M, N].sum(0)`` as a matrix-vector product: twice as fast on CPU for large M."""
+    return matrix.t().mv(matrix.new_ones(matrix.shape[0]))
 
 
 # ----------------------------------------------------------------------------------------- LSTM
@@ -426,7 +431,7 @@ class GRUFunction(torch.autograd.Function):
         flat_x, flat_h = dgates_x.flatten(0, 1), dgates_h.flatten(0, 1)  # (T*B, 3H)
         dx, dweight_ih, dbias_ih = _projection_grads(ctx.needs_input_grad[0], flat_x, x, weight_ih)
         dweight_hh = weight_grad(flat_h, h_prev.flatten(0, 1))  # (3H, H)
-        return dx, dh0, None, dweight_ih, dweight_hh, dbias_ih, flat_h.sum(0)
+        return dx, dh0, None, dweight_ih, dweight_hh, dbias_ih, column_sums(flat_h)
 
 
 def gru_layer(
