@@ -231,3 +231,17 @@ def test_gradients_accumulate_over_two_backward_passes(cls):
             core(x, None, episode_start)[0].pow(2).sum().backward()
     for param, param_ref in zip(fast.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(param.grad, param_ref.grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_input_without_gradient(cls):
+    """``x`` not requiring grad (the Function skips ``dx``): parameter gradients still equal."""
+    torch.manual_seed(10)
+    fast, reference = make_pair(cls, (3, 4, 2), torch.float64)
+    x = torch.randn(6, 3, 3, dtype=torch.float64)
+    episode_start = torch.rand(6, 3) < 0.3
+    grads = torch.autograd.grad(fast(x, None, episode_start)[0].sum(), list(fast.parameters()))
+    grads_ref = torch.autograd.grad(
+        reference(x, None, episode_start)[0].sum(), list(reference.parameters())
+    )
+    assert_all_close(list(grads), list(grads_ref), 1e-10)
