@@ -56,6 +56,7 @@ def use_onednn(like: Tensor, macs: int) -> bool:
         macs >= ONEDNN_MIN_MACS
         and like.device.type == "cpu"
         and like.dtype == torch.float32
+        and torch.backends.mkldnn.enabled  # respect a user who turned oneDNN off
         and onednn_available()
     )
 
