@@ -26,6 +26,11 @@ episode ``e`` of the copy has the key ``mix(key + e * G)``; draw ``j`` within th
 exactly as ``TaskEnv.reset(seed=s + i)`` keys the single env, so copy ``i`` of the vector env and
 a single env seeded ``s + i`` produce identical trajectories, episode after episode, for the same
 actions. Unseeded first resets take their keys from ``np_random``.
+
+Exact resume: ``get_state()`` on either class returns the whole state (every task array, the
+copies' keys and episode counters, ``elapsed``, whether the copies are keyed, and the
+``np_random`` stream) as numpy arrays and plain data; ``set_state`` on a new env made with the
+same arguments continues exactly where the first left off (``recurrl``'s ``StatefulVectorEnv``).
 """
 
 from __future__ import annotations
