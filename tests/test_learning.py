@@ -22,9 +22,14 @@ def train_and_evaluate(experiment: str, tmp_path, steps: int) -> float:
     return float(np.mean(returns))
 
 
-@pytest.mark.parametrize("experiment", ["cartpole_novelocity_lstm", "cartpole_novelocity_gru"])
-def test_recurrent_policy_solves_cartpole_without_velocity(experiment, tmp_path):
-    assert train_and_evaluate(experiment, tmp_path, steps=80_000) >= 450
+@pytest.mark.parametrize(
+    ("experiment", "steps"),
+    # Measured (1 torch thread, eval seed 10000): LSTM 500/500/500 at 80k for seeds 1-3,
+    # GRU 500/500/500 at 120k (265/434/500 at 80k).
+    [("cartpole_novelocity_lstm", 80_000), ("cartpole_novelocity_gru", 120_000)],
+)
+def test_recurrent_policy_solves_cartpole_without_velocity(experiment, steps, tmp_path):
+    assert train_and_evaluate(experiment, tmp_path, steps=steps) >= 450
 
 
 def test_memoryless_policy_fails_cartpole_without_velocity(tmp_path):
