@@ -7,6 +7,7 @@ import torch
 
 from recurrl.nn import GRU, LSTM, fused, matmul
 from recurrl.nn.cores import resolve_impl
+from recurrl.nn.fused import common as fused_common
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
 
@@ -26,7 +27,7 @@ def matmul_backend(request, monkeypatch):
 @pytest.fixture(params=[1, 1 << 16])
 def block_elements(request, monkeypatch):
     """Backward coefficients one step at a time, or the whole (small) sequence at once."""
-    monkeypatch.setattr(fused, "BLOCK_ELEMENTS", request.param)
+    monkeypatch.setattr(fused_common, "BLOCK_ELEMENTS", request.param)
     return request.param
 
 
