@@ -15,15 +15,19 @@ def _train(args: argparse.Namespace) -> int:
     checkpoint and hands them to the others, logs and prints the summary."""
     from recurrl.checkpoint import CheckpointError
     from recurrl.distributed import close_world, setup_world
+    from recurrl.errors import TrainingError
     from recurrl.train import train
 
     world = setup_world()
+    refused = (ConfigError, CheckpointError)
     try:
-        refused = (ConfigError, CheckpointError)
         config, payload = world.run_on_main(lambda: _load_run(args), refused)
         result = train(config, quiet=args.quiet or not world.is_main, resume=payload, world=world)
-    finally:
-        close_world(world)
+    except BaseException as error:
+        # Errors every rank raises together may wait for the others; after any other, leave.
+        close_world(world, clean=isinstance(error, (*refused, TrainingError, SystemExit)))
+        raise
+    close_world(world)
     if result.interrupted is not None:
         return 128 + result.interrupted  # the message saying how to resume is printed
     if world.is_main:

@@ -47,6 +47,7 @@ class World:
 
     def __init__(self, rank: int = 0, size: int = 1, local_rank: int = 0, active: bool = False):
         self.rank, self.size, self.local_rank, self.active = rank, size, local_rank, active
+        self.owned = False  # whether setup_world started the process group (close_world ends it)
 
     def __repr__(self) -> str:
         return f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
@@ -96,7 +97,7 @@ class World:
         flags = torch.zeros(self.size, dtype=torch.int32)
         flags[self.rank] = int(flag)
         dist.all_reduce(flags)
-        return torch.flatnonzero(flags).tolist()
+        return torch.nonzero(flags).flatten().tolist()
 
     def max(self, value: int) -> int:
         """The largest ``value`` over the ranks (e.g. a stop signal's number, 0 for none)."""
@@ -270,10 +271,20 @@ def setup_world(timeout: timedelta | None = None) -> World:
         raise RuntimeError("torchrun launched recurrl, but this torch has no torch.distributed")
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, timeout=timeout)
-    return World(dist.get_rank(), dist.get_world_size(), local_rank, active=True)
+    world = World(dist.get_rank(), dist.get_world_size(), local_rank, active=True)
+    world.owned = True
+    return world
 
 
-def close_world(world: World) -> None:
-    """Leave the process group (at the end of ``recurrl train``)."""
-    if world.active and dist.is_initialized():
+def close_world(world: World, clean: bool = True) -> None:
+    """Leave the process group if :func:`setup_world` started it (end of ``recurrl train``).
+
+    After a clean finish every rank waits for the others first, so no rank closes its
+    connections while a peer still uses them (Gloo aborts the peer). After an error a rank
+    leaves at once: the others may never reach the barrier, and torchrun ends them.
+    """
+    if not (world.owned and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
         dist.destroy_process_group()

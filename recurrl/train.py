@@ -120,8 +120,8 @@ class Trainer:
         self.config = config
         self.world = world if world is not None else setup_world()
         self.steps_per_update = config.batch_size * self.world.size  # env steps, all ranks
-        if config.tracking.tensorboard and self.world.is_main:
-            require_tensorboard()  # refuse before anything starts
+        if config.tracking.tensorboard:
+            require_tensorboard()  # refuse before anything starts (on every rank alike)
         if config.run.torch_threads:
             torch.set_num_threads(config.run.torch_threads)
         self.device = resolve_device(config.device, self.world)

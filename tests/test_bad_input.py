@@ -40,17 +40,26 @@ from recurrl.rollout import Collector
 class FaultyEnv(gym.Env):
     """Name the sign of the first observation (reward 1); 8-step episodes.
 
-    Copy ``fault_index`` (in creation order, which is its index in a ``SyncVectorEnv``)
-    misbehaves at its ``fault_at``-th step: ``raise``s, or returns NaN / inf in the reward or
-    the observation (``nan_reward``, ``inf_reward``, ``nan_observation``, ``inf_observation``).
+    Copy ``fault_index`` (in creation order, which is its index in a ``SyncVectorEnv``; on
+    rank ``fault_rank`` only, if given) misbehaves at its ``fault_at``-th step: ``raise``s, or
+    returns NaN / inf in the reward or the observation (``nan_reward``, ``inf_reward``,
+    ``nan_observation``, ``inf_observation``).
     """
 
     created = 0  # reset before each test
 
-    def __init__(self, fault: str = "none", fault_at: int = 38, fault_index: int = 2) -> None:
+    def __init__(
+        self,
+        fault: str = "none",
+        fault_at: int = 38,
+        fault_index: int = 2,
+        fault_rank: int | None = None,
+    ) -> None:
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self.fault, self.fault_at, self.fault_index = fault, fault_at, fault_index
+        if fault_rank is not None and int(os.environ.get("RANK", "0")) != fault_rank:
+            self.fault = "none"  # data-parallel tests: only that rank's copy misbehaves
         self.index, FaultyEnv.created = FaultyEnv.created, FaultyEnv.created + 1
         self.steps = 0
 
