@@ -69,15 +69,18 @@ def test_plot_errors_are_clear(tmp_path, monkeypatch, capsys):
         plot_runs([tmp_path / "run"], tmp_path / "c.png")
 
 
-def test_memory_suite_lists_the_cartpole_experiments():
+def test_memory_suite_lists_the_cartpole_and_memory_env_experiments():
     name, experiments = load_suite("experiments/suites/memory.yaml")
-    names = [load_config(path, overrides).name for path, overrides in experiments]
+    configs = [load_config(path, overrides) for path, overrides in experiments]
+    names = [config.name for config in configs]
     assert name == "memory"
-    assert names == [
+    assert names[:3] == [
         "cartpole_novelocity_lstm",
         "cartpole_novelocity_gru",
         "cartpole_novelocity_mlp",
     ]
+    assert {"tmaze_lstm", "tmaze_gru"} <= set(names)
+    assert len(set(names)) == len(names)
 
 
 TINY = [
