@@ -182,7 +182,7 @@ class World:
         (:class:`~recurrl.policy.normalize.RunningNormalizer`); on leaving, every rank holds the
         statistics of the union of the ranks' batches (the same on every rank)."""
         normalizers = [m for m in module.modules() if isinstance(m, RunningNormalizer)]
-        if not self.active or not normalizers:
+        if not self.active or self.size == 1 or not normalizers:
             yield
             return
         before = [(n.count.clone(), n.mean.clone(), n.var.clone()) for n in normalizers]
@@ -217,7 +217,7 @@ def _fold_union(normalizer: RunningNormalizer, count: Tensor, mean: Tensor, var:
     new, first, second = sums[0], sums[1 : 1 + size], sums[1 + size :]
     device = normalizer.mean.device
     total = (count.cpu() + new).to(device)
-    if total.item() == 0:
+    if new.item() == 0:  # no rank had data: leave the statistics bit for bit as they were
         return
     first = first.view_as(mean).to(device)
     second = second.view_as(mean).to(device)

@@ -15,6 +15,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from recurrl.errors import EnvStepError, NonFiniteError
+from recurrl.policy.tree import stack_observations, tree_map
+
 
 def failing_index(error: BaseException) -> int | None:
     """The index of the env copy that raised ``error`` inside a vector env's ``step``, if known."""
@@ -81,3 +84,75 @@ def nonfinite_rows(
         more = int(bad.sum()) - 1
         first += f" (and {more} more env{'s' if more > 1 else ''})"
     return bad, first
+
+
+def final_observations(info: dict, rows: np.ndarray):
+    """Stack ``info["final_obs"]`` for ``rows`` (an object array or a dense array / dict / tuple
+    of arrays; nested observations come back as a dict / tuple of stacked arrays)."""
+    final = info["final_obs"]
+    if isinstance(final, dict | tuple):
+        return tree_map(lambda x: np.asarray(x)[rows], final)
+    return stack_observations([final[i] for i in rows])
+
+
+class GuardedEnvs:
+    """A vector env's ``step`` and single-copy ``reset``, with errors named and outputs checked.
+
+    Args:
+        envs: the vector env.
+        env_id: its name in messages.
+        skip_nonfinite: report NaN / inf rows to the caller instead of raising.
+        bootstrap_final: whether truncated rows' ``info["final_obs"]`` feed a bootstrap (SAME_STEP
+            autoreset), so they are checked too.
+    """
+
+    def __init__(
+        self, envs: gym.vector.VectorEnv, env_id: str, skip_nonfinite: bool, bootstrap_final: bool
+    ) -> None:
+        self.envs, self.env_id = envs, env_id
+        self.skip_nonfinite, self.bootstrap_final = skip_nonfinite, bootstrap_final
+
+    def step(self, actions: np.ndarray, where: str) -> tuple:
+        """``envs.step``; an exception becomes an EnvStepError naming env, copy and ``where``."""
+        try:
+            return self.envs.step(actions)
+        except Exception as error:
+            message = describe_env_error(self.env_id, error, "stepping", where)
+            raise EnvStepError(message) from error
+
+    def nonfinite(self, next_obs, reward, truncated, info: dict, where: str) -> np.ndarray:
+        """Rows ``[B]`` with a NaN / inf reward, observation or bootstrapped final observation.
+
+        Raises:
+            NonFiniteError: there are some and ``skip_nonfinite`` is off.
+        """
+        num_envs = self.envs.num_envs
+        bad, what = nonfinite_rows(
+            {"reward": np.asarray(reward), "observation": next_obs}, num_envs
+        )
+        if self.bootstrap_final and truncated.any():
+            rows = np.flatnonzero(truncated)
+            final = {"final observation": final_observations(info, rows)}
+            final_bad, final_what = nonfinite_rows(final, len(rows), index=rows)
+            bad[rows[final_bad]] = True
+            what = what or final_what
+        if bad.any() and not self.skip_nonfinite:
+            raise NonFiniteError(
+                f"env {self.env_id} returned {what} {where}; set env.skip_nonfinite=true to mask "
+                f"such steps out of training and reset that env instead"
+            )
+        return bad
+
+    def reset_rows(self, rows: np.ndarray, where: str) -> Any:
+        """Reset the copies where ``rows`` ([B] bool) is set (``options["reset_mask"]``, which
+        Gymnasium's sync / async vector envs and recurrl's native envs support); returns the
+        whole batch's observation."""
+        try:
+            obs, _ = self.envs.reset(options={"reset_mask": rows.copy()})
+        except Exception as error:
+            message = describe_env_error(self.env_id, error, "resetting", where)
+            raise EnvStepError(message) from error
+        still_bad, what = nonfinite_rows({"reset observation": obs}, self.envs.num_envs)
+        if still_bad.any():
+            raise NonFiniteError(f"env {self.env_id} returned {what} {where}")
+        return obs

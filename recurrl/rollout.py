@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recurrl.env_checks import describe_env_error, nonfinite_rows
-from recurrl.errors import EnvStepError, NonFiniteError
+from recurrl.env_checks import GuardedEnvs, final_observations
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.inputs import null_action
@@ -33,7 +32,6 @@ from recurrl.policy.tree import (
     Observation,
     TensorTree,
     as_observation,
-    stack_observations,
     tree_leaves,
     tree_map,
 )
@@ -152,15 +150,6 @@ def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
     return mode == "NextStep"
 
 
-def _final_observations(info: dict, rows: np.ndarray):
-    """Stack ``info["final_obs"]`` for ``rows`` (an object array or a dense array / dict / tuple
-    of arrays; nested observations come back as a dict / tuple of stacked arrays)."""
-    final = info["final_obs"]
-    if isinstance(final, dict | tuple):
-        return tree_map(lambda x: np.asarray(x)[rows], final)
-    return stack_observations([final[i] for i in rows])
-
-
 class Collector:
     """Collects rollouts from ``envs`` with ``policy``, keeping state between calls.
 
@@ -192,8 +181,6 @@ class Collector:
         skip_nonfinite: bool = False,
     ) -> None:
         self.envs = envs
-        self.env_id = env_id or getattr(getattr(envs, "spec", None), "id", type(envs).__name__)
-        self.skip_nonfinite = skip_nonfinite
         self.global_step = 0  # at the start of the rollout (error messages only)
         self.reward_scaler = reward_scaler
         self.policy = policy
@@ -202,6 +189,8 @@ class Collector:
         self.num_envs = envs.num_envs
         self.device = next(policy.parameters()).device
         self.next_step_autoreset = _autoreset_is_next_step(envs)
+        name = env_id or getattr(getattr(envs, "spec", None), "id", type(envs).__name__)
+        self.guard = GuardedEnvs(envs, name, skip_nonfinite, not self.next_step_autoreset)
         obs, _ = envs.reset(seed=seed)
         self.obs = as_observation(obs, self.device)
         self.episode_start = torch.ones(self.num_envs, device=self.device, dtype=policy.dtype)
@@ -277,11 +266,12 @@ class Collector:
             previous = (self.prev_action, self.prev_reward)
             out = self.policy.step(self.obs, self.state, self.episode_start, False, *previous)
             env_action = self.policy.head.to_env(out.action.cpu().numpy())
-            next_obs, reward, terminated, truncated, info = self._env_step(env_action, t)
-            bad = self._check_finite(next_obs, reward, truncated, info, t)
+            where = self._where(t)
+            next_obs, reward, terminated, truncated, info = self.guard.step(env_action, where)
+            bad = self.guard.nonfinite(next_obs, reward, truncated, info, where)
             if bad.any():
                 next_obs, reward, terminated, truncated = self._skip_nonfinite(
-                    buf, t, bad, out.value, next_obs, reward, terminated, truncated
+                    buf, t, bad, out.value, reward, terminated, truncated
                 )
                 valid = valid & ~bad
                 buf["valid"][t] = torch.as_tensor(valid)
@@ -332,44 +322,13 @@ class Collector:
     def _where(self, t: int) -> str:
         return f"at rollout step {t} after global step {self.global_step:,}"
 
-    def _env_step(self, env_action: np.ndarray, t: int) -> tuple:
-        """``envs.step``; an exception becomes an EnvStepError naming env, copy and step."""
-        try:
-            return self.envs.step(env_action)
-        except Exception as error:
-            message = describe_env_error(self.env_id, error, "stepping", self._where(t))
-            raise EnvStepError(message) from error
-
-    def _check_finite(self, next_obs, reward, truncated, info, t: int) -> np.ndarray:
-        """Rows ``[B]`` with a NaN / inf reward, observation or bootstrapped final observation.
-
-        Raises:
-            NonFiniteError: there are some and ``skip_nonfinite`` is off.
-        """
-        bad, what = nonfinite_rows(
-            {"reward": np.asarray(reward), "observation": next_obs}, self.num_envs
-        )
-        if not self.next_step_autoreset and truncated.any():  # final obs feed the bootstrap
-            rows = np.flatnonzero(truncated)
-            final = {"final observation": _final_observations(info, rows)}
-            final_bad, final_what = nonfinite_rows(final, len(rows), index=rows)
-            bad[rows[final_bad]] = True
-            what = what or final_what
-        if bad.any() and not self.skip_nonfinite:
-            raise NonFiniteError(
-                f"env {self.env_id} returned {what} {self._where(t)}; set env.skip_nonfinite=true "
-                f"to mask such steps out of training and reset that env instead"
-            )
-        return bad
-
-    def _skip_nonfinite(self, buf, t: int, bad, value, next_obs, reward, terminated, truncated):
+    def _skip_nonfinite(self, buf, t: int, bad, value, reward, terminated, truncated):
         """Mask out step ``t`` of the ``bad`` rows, cut their episodes before it, reset them.
 
         The transition gets ``valid = 0`` and reward 0 (it never trains); the previous step,
         if it was in the same episode, becomes the episode's last (truncated, bootstrapped from
         this step's value), so no advantage reaches across the bad step; the env copies are
-        reset (``options["reset_mask"]``, which Gymnasium's sync / async vector envs and
-        recurrl's native envs support) and their running episode statistics dropped.
+        reset and their running episode statistics dropped (:meth:`_forget_episodes`).
 
         Returns:
             ``(next_obs, reward, terminated, truncated)`` with the bad rows replaced.
@@ -380,14 +339,7 @@ class Collector:
             cut = rows[(buf["valid"][t - 1, rows] > 0) & (ended == 0)]
             buf["truncated"][t - 1, cut] = 1.0
             buf["bootstrap"][t - 1, cut] = value[cut]
-        try:
-            next_obs, _ = self.envs.reset(options={"reset_mask": bad.copy()})
-        except Exception as error:
-            message = describe_env_error(self.env_id, error, "resetting", self._where(t))
-            raise EnvStepError(message) from error
-        still_bad, what = nonfinite_rows({"reset observation": next_obs}, self.num_envs)
-        if still_bad.any():
-            raise NonFiniteError(f"env {self.env_id} returned {what} {self._where(t)}")
+        next_obs = self.guard.reset_rows(bad, self._where(t))
         reward = np.where(bad, 0.0, reward)
         return next_obs, reward, terminated & ~bad, truncated & ~bad
 
@@ -415,7 +367,7 @@ class Collector:
         Called right after the step, so ``state`` and the previous action / reward are those the
         final observation was reached with.
         """
-        final_obs = as_observation(_final_observations(info, rows), self.device)
+        final_obs = as_observation(final_observations(info, rows), self.device)
         index = torch.as_tensor(rows, device=self.device)
         row_state = tuple(s.index_select(1, index) for s in state)
         no_reset = torch.zeros(len(rows), device=self.device, dtype=self.policy.dtype)
