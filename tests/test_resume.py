@@ -114,6 +114,10 @@ CUE_OVERRIDES = [
 
 def interrupt_after(monkeypatch, update: int, signum: int = signal.SIGTERM) -> None:
     """Deliver ``signum`` to this process while update ``update`` runs (as a user would)."""
+    if signal.getsignal(signum) is signal.SIG_IGN:
+        # A background job (nohup, `cmd &` in a script) starts with SIGINT ignored, and the
+        # trainer rightly leaves ignored signals alone; a user at a terminal has it enabled.
+        signal.signal(signum, signal.default_int_handler)
     original = Trainer.train_one_update
 
     def train_one_update(self, number):
