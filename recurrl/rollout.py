@@ -141,6 +141,18 @@ class Rollout:
     prev_rewards: Tensor | None = None
     nonfinite_steps: int = 0  # transitions masked out for NaN / inf (``env.skip_nonfinite``)
 
+    def advantages(self, gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+        """GAE over this rollout: ``(advantages, returns)``, each ``[T, B]``."""
+        return generalized_advantage_estimate(
+            self.rewards,
+            self.values,
+            self.next_values,
+            self.terminated,
+            self.truncated,
+            gamma,
+            gae_lambda,
+        )
+
 
 def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
     mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)

@@ -48,7 +48,7 @@ from recurrl.resume import (
     rng_state,
     set_rng_state,
 )
-from recurrl.rollout import Collector, RewardScaler, Rollout, generalized_advantage_estimate
+from recurrl.rollout import Collector, RewardScaler, Rollout
 from recurrl.run_state import RunCheckpoints, failure_outcome, open_run, restore_run
 from recurrl.tracking import require_tensorboard
 
@@ -208,15 +208,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         rollout = self.collect()
-        advantages, returns = generalized_advantage_estimate(
-            rollout.rewards,
-            rollout.values,
-            rollout.next_values,
-            rollout.terminated,
-            rollout.truncated,
-            config.ppo.gamma,
-            config.ppo.gae_lambda,
-        )
+        advantages, returns = rollout.advantages(config.ppo.gamma, config.ppo.gae_lambda)
         self.policy.train()
         stats = ppo.update(
             self.policy,

@@ -17,7 +17,7 @@ from recurrl.evaluate import evaluate
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import LearnedInitialState, make_core
 from recurrl.policy.layernorm import LayerNormGRU, LayerNormLSTM
-from recurrl.rollout import Collector, generalized_advantage_estimate
+from recurrl.rollout import Collector
 from recurrl.spaces import space_to_dict
 from recurrl.train import train
 from tests.space_envs import RandomSpaceEnv
@@ -155,15 +155,7 @@ def test_first_epoch_log_probs_equal_stored_for_every_option(options, mode):
     collector = Collector(envs, policy, 16, 8, seed=0)
     collector.collect()
     rollout = collector.collect()
-    advantages, returns = generalized_advantage_estimate(
-        rollout.rewards,
-        rollout.values,
-        rollout.next_values,
-        rollout.terminated,
-        rollout.truncated,
-        0.99,
-        0.95,
-    )
+    advantages, returns = rollout.advantages(0.99, 0.95)
     sequences = ppo.make_sequences(rollout, advantages, returns, 8)
     with torch.no_grad():
         out = policy.evaluate_actions(

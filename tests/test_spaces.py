@@ -20,7 +20,7 @@ from recurrl.checkpoint import save_checkpoint
 from recurrl.config import Config, EnvConfig, PolicyConfig, PPOConfig, to_dict
 from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.rollout import Collector, generalized_advantage_estimate
+from recurrl.rollout import Collector
 from recurrl.spaces import space_to_dict
 from tests import space_envs  # noqa: F401  (registers recurrl_test/* ids)
 
@@ -78,15 +78,7 @@ def collect(policy: ActorCritic, config: EnvConfig, seed: int = 0):
     envs = make_vector_env(config)
     collector = Collector(envs, policy, TINY_PPO.rollout_len, TINY_PPO.bptt_len, seed=seed)
     rollout = collector.collect()
-    advantages, returns = generalized_advantage_estimate(
-        rollout.rewards,
-        rollout.values,
-        rollout.next_values,
-        rollout.terminated,
-        rollout.truncated,
-        0.99,
-        0.95,
-    )
+    advantages, returns = rollout.advantages(0.99, 0.95)
     envs.close()
     return rollout, advantages, returns
 

@@ -13,7 +13,7 @@ from recurrl.config import PolicyConfig
 from recurrl.policy import ActorCritic
 from recurrl.policy.encoders import ImageEncoder, ObservationEncoder
 from recurrl.policy.tree import as_observation, observation_leaves, stack_observations
-from recurrl.rollout import Collector, generalized_advantage_estimate
+from recurrl.rollout import Collector
 from recurrl.spaces import image_layout
 from tests.space_envs import RandomSpaceEnv
 
@@ -173,15 +173,7 @@ def test_masked_actions_get_zero_probability_in_the_loss():
     rollout = Collector(envs, policy, 16, 8, seed=0).collect()
     mask = rollout.obs.data["action_mask"].bool()  # (T, B, 4)
     assert mask.gather(-1, rollout.actions.unsqueeze(-1)).all()  # every stored action valid
-    advantages, returns = generalized_advantage_estimate(
-        rollout.rewards,
-        rollout.values,
-        rollout.next_values,
-        rollout.terminated,
-        rollout.truncated,
-        0.99,
-        0.95,
-    )
+    advantages, returns = rollout.advantages(0.99, 0.95)
     sequences = ppo.make_sequences(rollout, advantages, returns, 8)
     seq_mask = ppo.to_chunks(mask, 8)
     for action in range(4):

@@ -10,7 +10,7 @@ from recurrl import ppo
 from recurrl.config import EnvConfig, PolicyConfig, PPOConfig
 from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.rollout import Collector, generalized_advantage_estimate
+from recurrl.rollout import Collector
 
 
 def collect(core: str, rollout_len: int, bptt_len: int, env_id="recurrl/CartPoleNoVelocity-v0"):
@@ -24,18 +24,8 @@ def collect(core: str, rollout_len: int, bptt_len: int, env_id="recurrl/CartPole
     collector = Collector(envs, policy, rollout_len, bptt_len, seed=0)
     collector.collect()  # start mid-episode so the first chunk state is not zero
     rollout = collector.collect()
-    for name in ("values", "log_probs", "next_values", "rewards"):
-        setattr(rollout, name, getattr(rollout, name).double())
     rollout.obs = rollout.obs.double()
-    advantages, returns = generalized_advantage_estimate(
-        rollout.rewards,
-        rollout.values,
-        rollout.next_values,
-        rollout.terminated,
-        rollout.truncated,
-        0.99,
-        0.95,
-    )
+    advantages, returns = rollout.advantages(0.99, 0.95)
     return policy, rollout, advantages, returns
 
 
