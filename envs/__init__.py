@@ -8,6 +8,11 @@ The memory suite (``envs.tmaze`` ... ``envs.point_recall``) is natively batched:
 see ``envs.core``) and ``gymnasium.make(id)`` a single copy. Each task ends its own episodes at a
 length set by its difficulty knobs, so no ``max_episode_steps`` is registered for them (a fixed
 time limit would cut longer settings short); ``episode_steps`` below gives the length.
+
+``recurrl/CartPoleNoVelocity-v0`` is natively batched too (``envs.cartpole``, the same physics
+and seeding as its single env ``CartPole-v1`` under ``envs.wrappers.MaskObservation``, with the
+registered ``max_episode_steps=500``); ``recurrl/PendulumNoVelocity-v0`` is not (``make_vec``
+gives Gymnasium's ``SyncVectorEnv``).
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ def _register(env_id: str, **kwargs: Any) -> None:
 _register(
     "recurrl/CartPoleNoVelocity-v0",
     entry_point="envs.wrappers:cartpole_no_velocity",
+    vector_entry_point="envs.cartpole:CartPoleNoVelocityVectorEnv",
     max_episode_steps=500,
     reward_threshold=475.0,
 )

@@ -30,4 +30,5 @@ def test_bench_covers_the_suite() -> None:
         "MemoryGrid",
         "Bandit",
         "PointRecall",
+        "CartPoleNoVelocity",
     }

@@ -174,7 +174,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(nested, tmp_path, monk
 def test_resume_restarts_envs_without_state_and_continues(
     tiny_overrides, tmp_path, monkeypatch, capsys
 ):
-    config = load_config("experiments/quickstart.yaml", tiny_overrides)
+    # SyncVectorEnv has no get_state (CartPoleNoVelocity's native env has: sync is asked for).
+    overrides = [*tiny_overrides, "env.vectorization=sync"]
+    config = load_config("experiments/quickstart.yaml", overrides)
     with monkeypatch.context() as patch:
         interrupt_after(patch, 2, signal.SIGINT)
         assert train(config, quiet=True).interrupted == signal.SIGINT

@@ -1,4 +1,5 @@
-"""Environment throughput: the memory suite's native ``VectorEnv`` against ``SyncVectorEnv``.
+"""Environment throughput: the native ``VectorEnv`` of every env that registers one (the
+memory suite and CartPoleNoVelocity) against ``SyncVectorEnv``.
 
 For every env, steps/s through the real ``VectorEnv.step`` API at several ``num_envs`` (random
 valid actions generated beforehand, autoreset included; best of 5 timing windows), and the same
