@@ -177,7 +177,8 @@ def test_frozen_parameters_and_plain_inputs(cls):
 
 
 def test_impl_selection():
-    assert resolve_impl("auto", torch.device("cpu")) == "fused"
+    assert resolve_impl("auto", torch.device("cpu"), torch.float64) == "fused"
+    assert resolve_impl("auto", torch.device("cpu"), torch.float32, 1 << 30) == "fused"
     assert resolve_impl("auto", torch.device("cuda")) == "reference"
     assert resolve_impl("reference", torch.device("cpu")) == "reference"
     with pytest.raises(ValueError, match="impl"):

@@ -7,12 +7,15 @@ torch's (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ...
 
 State: LSTM ``(h, c)``, GRU ``h``; each tensor ``[num_layers, B, H]``.
 
-Two implementations compute the same thing: ``"reference"`` (:mod:`recurrl.nn.reference`, the
-readable definition, autograd through the unrolled loop) and ``"fused"`` (:mod:`recurrl.nn.fused`,
-whole-sequence autograd Functions with a hand-written backward). ``impl="auto"`` (the default)
-picks per device: ``"fused"`` on CPU, where it was measured 2-11x faster than the reference
-(``python -m recurrl.bench.cells``); ``"reference"`` elsewhere, because the fused path, which runs
-on any device, has not been measured on a GPU yet.
+Three implementations compute the same thing: ``"reference"`` (:mod:`recurrl.nn.reference`, the
+readable definition, autograd through the unrolled loop), ``"fused"`` (:mod:`recurrl.nn.fused`,
+whole-sequence autograd Functions with a hand-written backward, any device and dtype) and
+``"native"`` (:mod:`recurrl.nn.native`, the same Functions with the time loops in C, float32 on
+CPU, built on first use with the machine's C compiler). ``impl="auto"`` (the default) picks what
+was measured fastest (``python -m recurrl.bench.cells``): ``"native"`` on CPU for float32 when the
+per-step recurrent product is at most :data:`NATIVE_MAX_MACS` multiply-adds and the kernels can be
+built, else ``"fused"`` on CPU; ``"reference"`` on other devices, where the fused path has not
+been measured yet.
 """
 
 from __future__ import annotations
@@ -22,17 +25,45 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recurrl.nn import fused, reference
+from recurrl.nn import fused, native, reference
 
 LSTMState = tuple[Tensor, Tensor]
-IMPLEMENTATIONS = ("auto", "fused", "reference")
+IMPLEMENTATIONS = ("auto", "native", "fused", "reference")
+NATIVE_MAX_MACS = 1 << 24
+"""Largest per-step recurrent product (``B * H * gates * H``) that ``auto`` gives the C kernels:
+above it one oneDNN product per step (``fused``) was measured faster than their single-core loop
+(``(32, 256, 256)`` LSTM: 67M multiply-adds per step)."""
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """The implementation ``impl`` stands for on ``device`` (``"auto"`` resolved)."""
-    if impl == "auto":
-        return "fused" if device.type == "cpu" else "reference"
-    return impl
+def resolve_impl(
+    impl: str, device: torch.device, dtype: torch.dtype = torch.float32, step_macs: int = 0
+) -> str:
+    """The implementation ``impl`` stands for (``"auto"`` resolved).
+
+    Args:
+        impl: one of :data:`IMPLEMENTATIONS`.
+        device, dtype: of the inputs.
+        step_macs: multiply-adds of one step's recurrent product, ``B * H * gates * H``.
+    """
+    if impl != "auto":
+        return impl
+    if device.type != "cpu":
+        return "reference"
+    if dtype == torch.float32 and step_macs <= NATIVE_MAX_MACS and native.available():
+        return "native"
+    return "fused"
+
+
+LSTM_LAYERS = {
+    "native": native.native_lstm_layer,
+    "fused": fused.lstm_layer,
+    "reference": reference.lstm_layer_reference,
+}
+GRU_LAYERS = {
+    "native": native.native_gru_layer,
+    "fused": fused.gru_layer,
+    "reference": reference.gru_layer_reference,
+}
 
 
 def _check_inputs(x: Tensor, episode_start: Tensor | None, input_size: int, name: str) -> None:
@@ -117,8 +148,17 @@ class _RecurrentBase(nn.Module):
                 f"got {list(state.shape)}"
             )
 
-    def _use_fused(self, x: Tensor) -> bool:
-        return resolve_impl(self.impl, x.device) == "fused"
+    def _implementation(self, x: Tensor) -> str:
+        """The implementation to run ``x`` with; refuses ``native`` where it cannot run."""
+        gates = self.gate_multiplier * self.hidden_size
+        impl = resolve_impl(self.impl, x.device, x.dtype, x.shape[1] * gates * self.hidden_size)
+        if impl == "native" and not native.supports(x):
+            why = native.unavailable_reason() or f"got {x.dtype} on {x.device}"
+            raise ValueError(
+                f"{type(self).__name__}: impl='native' runs float32 on CPU with a C compiler "
+                f"({why}); use impl='auto'"
+            )
+        return impl
 
     def extra_repr(self) -> str:
         return (
@@ -134,8 +174,9 @@ class LSTM(_RecurrentBase):
         input_size: features of ``x``.
         hidden_size: features of ``h`` and ``c``.
         num_layers: stacked layers; every layer resets at the same steps.
-        impl: ``"auto"`` (fastest measured for the device), ``"fused"`` or ``"reference"``; an
-            attribute, so it can also be switched on a built module.
+        impl: ``"auto"`` (fastest measured for the device, dtype and size), ``"native"``,
+            ``"fused"`` or ``"reference"``; an attribute, so it can also be switched on a built
+            module.
     """
 
     gate_multiplier = 4
@@ -155,7 +196,7 @@ class LSTM(_RecurrentBase):
         self._check_state(h0, x.shape[1])
         self._check_state(c0, x.shape[1])
         keep = _keep_mask(x, episode_start)
-        run_layer = fused.lstm_layer if self._use_fused(x) else reference.lstm_layer_reference
+        run_layer = LSTM_LAYERS[self._implementation(x)]
         hs, cs = [], []
         y = x
         for layer in range(self.num_layers):
@@ -186,7 +227,7 @@ class GRU(_RecurrentBase):
             state = self.initial_state(x.shape[1], x.device, x.dtype)
         self._check_state(state, x.shape[1])
         keep = _keep_mask(x, episode_start)
-        run_layer = fused.gru_layer if self._use_fused(x) else reference.gru_layer_reference
+        run_layer = GRU_LAYERS[self._implementation(x)]
         hs = []
         y = x
         for layer in range(self.num_layers):

@@ -1,0 +1,301 @@
+/* Reset-aware LSTM and GRU time loops for recurrl (float32, CPU), called through ctypes.
+ *
+ * The Python side (recurrl/nn/native/layers.py) does the products that cover the whole sequence
+ * (input projection, weight gradients); these functions run what must go step by step: the
+ * recurrent matrix product and the gate arithmetic, forward and backward, for every step in one
+ * call. Conventions as recurrl/nn/reference.py: time-major, row-major contiguous arrays,
+ * torch's gate order (LSTM i, f, g, o; GRU r, z, n), keep[t, b] = 0 where row b's state is reset
+ * to zero before step t, else 1.
+ *
+ * Only C99 plus the GCC/Clang vector extension (portable SIMD: SSE, AVX, AVX-512, NEON); the
+ * build (recurrl/nn/native/build.py) compiles this file for the machine it runs on.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+typedef float vec __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned loads */
+#define LOAD(p) (*(const vec *)(p))
+#define STORE(p, v) (*(vec *)(p) = (v))
+
+/* out[M, N] += a[M, K] @ w[K, N]; row strides lda, ldw, ldo. Register tiles of 4 rows x 2 vectors. */
+static void gemm_acc(int M, int K, int N, const float *a, int lda, const float *w, int ldw,
+                     float *out, int ldo) {
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        const float *a0 = a + (size_t)m * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        float *o0 = out + (size_t)m * ldo, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
+        int n = 0;
+        for (; n + 2 * VL <= N; n += 2 * VL) {
+            vec c00 = LOAD(o0 + n), c10 = LOAD(o1 + n), c20 = LOAD(o2 + n), c30 = LOAD(o3 + n);
+            vec c01 = LOAD(o0 + n + VL), c11 = LOAD(o1 + n + VL);
+            vec c21 = LOAD(o2 + n + VL), c31 = LOAD(o3 + n + VL);
+            const float *wp = w + n;
+            for (int k = 0; k < K; k++, wp += ldw) {
+                vec w0 = LOAD(wp), w1 = LOAD(wp + VL);
+                float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
+                c00 += x0 * w0; c01 += x0 * w1;
+                c10 += x1 * w0; c11 += x1 * w1;
+                c20 += x2 * w0; c21 += x2 * w1;
+                c30 += x3 * w0; c31 += x3 * w1;
+            }
+            STORE(o0 + n, c00); STORE(o1 + n, c10); STORE(o2 + n, c20); STORE(o3 + n, c30);
+            STORE(o0 + n + VL, c01); STORE(o1 + n + VL, c11);
+            STORE(o2 + n + VL, c21); STORE(o3 + n + VL, c31);
+        }
+        for (; n + VL <= N; n += VL) {
+            vec c0 = LOAD(o0 + n), c1 = LOAD(o1 + n), c2 = LOAD(o2 + n), c3 = LOAD(o3 + n);
+            const float *wp = w + n;
+            for (int k = 0; k < K; k++, wp += ldw) {
+                vec w0 = LOAD(wp);
+                c0 += a0[k] * w0; c1 += a1[k] * w0; c2 += a2[k] * w0; c3 += a3[k] * w0;
+            }
+            STORE(o0 + n, c0); STORE(o1 + n, c1); STORE(o2 + n, c2); STORE(o3 + n, c3);
+        }
+        for (; n < N; n++) {
+            float s0 = o0[n], s1 = o1[n], s2 = o2[n], s3 = o3[n];
+            for (int k = 0; k < K; k++) {
+                float wv = w[(size_t)k * ldw + n];
+                s0 += a0[k] * wv; s1 += a1[k] * wv; s2 += a2[k] * wv; s3 += a3[k] * wv;
+            }
+            o0[n] = s0; o1[n] = s1; o2[n] = s2; o3[n] = s3;
+        }
+    }
+    for (; m < M; m++) {
+        const float *ar = a + (size_t)m * lda;
+        float *o = out + (size_t)m * ldo;
+        int n = 0;
+        for (; n + VL <= N; n += VL) {
+            vec c = LOAD(o + n);
+            const float *wp = w + n;
+            for (int k = 0; k < K; k++, wp += ldw) c += ar[k] * LOAD(wp);
+            STORE(o + n, c);
+        }
+        for (; n < N; n++) {
+            float s = o[n];
+            for (int k = 0; k < K; k++) s += ar[k] * w[(size_t)k * ldw + n];
+            o[n] = s;
+        }
+    }
+}
+
+/* out[N, M] = w[M, N]^T, in 16 x 16 blocks so both sides stay in cache. */
+static void transpose(int M, int N, const float *restrict w, float *restrict out) {
+    for (int m0 = 0; m0 < M; m0 += 16)
+        for (int n0 = 0; n0 < N; n0 += 16) {
+            int m1 = m0 + 16 < M ? m0 + 16 : M, n1 = n0 + 16 < N ? n0 + 16 : N;
+            for (int m = m0; m < m1; m++)
+                for (int n = n0; n < n1; n++) out[(size_t)n * M + m] = w[(size_t)m * N + n];
+        }
+}
+
+/* exp(x), relative error ~2e-7 (Cephes expf polynomial); written so that loops vectorise. */
+static inline float exp_f(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2, ln2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    union { int32_t bits; float value; } scale = {((int32_t)n + 127) << 23}; /* 2^n */
+    return p * scale.value;
+}
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+static inline float tanh_f(float x) { return 2.0f * sigmoid_f(2.0f * x) - 1.0f; }
+
+/* Gate arithmetic of one batch row (restrict parameters let the compiler vectorise over j). */
+static __attribute__((noinline)) void lstm_row_forward(
+    int H, float k, float *restrict gi, float *restrict gf, float *restrict gg,
+    float *restrict go, const float *restrict c_prev, float *restrict c_out,
+    float *restrict y_out) {
+    for (int j = 0; j < H; j++) {
+        float i = sigmoid_f(gi[j]), f = sigmoid_f(gf[j]);
+        float g = tanh_f(gg[j]), o = sigmoid_f(go[j]);
+        float c = f * (c_prev[j] * k) + i * g;
+        gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+        c_out[j] = c;
+        y_out[j] = o * tanh_f(c);
+    }
+}
+
+static __attribute__((noinline)) void lstm_row_backward(
+    int H, float k, const float *restrict ai, const float *restrict af, const float *restrict ag,
+    const float *restrict ao, const float *restrict c, const float *restrict c_prev,
+    const float *restrict dy, float *restrict di, float *restrict df, float *restrict dg,
+    float *restrict d_o, float *restrict dh, float *restrict dc) {
+    for (int j = 0; j < H; j++) {
+        float i = ai[j], f = af[j], g = ag[j], o = ao[j];
+        float tc = tanh_f(c[j]);
+        float dht = dh[j] + dy[j];
+        float dct = dc[j] + dht * o * (1.0f - tc * tc);
+        di[j] = dct * g * i * (1.0f - i);
+        df[j] = dct * (c_prev[j] * k) * f * (1.0f - f);
+        dg[j] = dct * i * (1.0f - g * g);
+        d_o[j] = dht * tc * o * (1.0f - o);
+        dc[j] = dct * f * k;
+    }
+}
+
+static __attribute__((noinline)) void gru_row_forward(
+    int H, float *restrict gr, float *restrict gz, float *restrict gn, const float *restrict hr,
+    const float *restrict hz, const float *restrict hn, const float *restrict h_prev,
+    float *restrict hn_out, float *restrict y_out) {
+    for (int j = 0; j < H; j++) {
+        float r = sigmoid_f(gr[j] + hr[j]), z = sigmoid_f(gz[j] + hz[j]);
+        float n = tanh_f(gn[j] + r * hn[j]);
+        gr[j] = r; gz[j] = z; gn[j] = n;
+        hn_out[j] = hn[j];
+        y_out[j] = n + z * (h_prev[j] - n); /* (1 - z) n + z h */
+    }
+}
+
+static __attribute__((noinline)) void gru_row_backward(
+    int H, const float *restrict ar, const float *restrict az, const float *restrict an,
+    const float *restrict hn, const float *restrict h_prev, const float *restrict dy,
+    const float *restrict dh, float *restrict dxr, float *restrict dxz, float *restrict dxn,
+    float *restrict dhr, float *restrict dhz, float *restrict dhn, float *restrict carry) {
+    for (int j = 0; j < H; j++) {
+        float r = ar[j], z = az[j], n = an[j];
+        float dht = dh[j] + dy[j];
+        float dn = dht * (1.0f - z) * (1.0f - n * n);
+        float dz = dht * (h_prev[j] - n) * z * (1.0f - z);
+        float dr = dn * hn[j] * r * (1.0f - r);
+        dxr[j] = dr; dxz[j] = dz; dxn[j] = dn;
+        dhr[j] = dr; dhz[j] = dz; dhn[j] = dn * r;
+        carry[j] = dht * z;
+    }
+}
+
+/* LSTM forward over T steps.
+ *   gates: [T, B, 4H] input part of the pre-activations (x W_ih^T + b_ih + b_hh); overwritten
+ *          with the activations (sigmoid i, sigmoid f, tanh g, sigmoid o).
+ *   h0, c0: [B, H]; keep: [T, B]; w: [4H, H] = W_hh.
+ *   y, c_all: [T, B, H] outputs and cell states of every step; scratch: [B, H] + [H, 4H]. */
+void recurrl_lstm_forward(int T, int B, int H, float *gates, const float *h0, const float *c0,
+                          const float *keep, const float *w, float *y, float *c_all,
+                          float *scratch) {
+    const int G = 4 * H;
+    float *wt = scratch + (size_t)B * H; /* W_hh^T: rows of the product are contiguous */
+    transpose(G, H, w, wt);
+    const float *h_prev = h0, *c_prev = c0;
+    for (int t = 0; t < T; t++) {
+        float *g_t = gates + (size_t)t * B * G;
+        const float *k_t = keep + (size_t)t * B;
+        float *y_t = y + (size_t)t * B * H, *c_t = c_all + (size_t)t * B * H;
+        for (int b = 0; b < B; b++) {
+            const float k = k_t[b];
+            for (int j = 0; j < H; j++) scratch[b * H + j] = h_prev[b * H + j] * k;
+        }
+        gemm_acc(B, H, G, scratch, H, wt, G, g_t, G);
+        for (int b = 0; b < B; b++) {
+            float *g = g_t + (size_t)b * G;
+            lstm_row_forward(H, k_t[b], g, g + H, g + 2 * H, g + 3 * H, c_prev + (size_t)b * H,
+                             c_t + (size_t)b * H, y_t + (size_t)b * H);
+        }
+        h_prev = y_t;
+        c_prev = c_t;
+    }
+}
+
+/* LSTM backward over T steps, last step first.
+ *   act, c_all, c0, keep: from the forward; w: [4H, H] = W_hh; dy: [T, B, H].
+ *   dh, dc: [B, H], in: gradients of the final h and c; out: of h0 and c0.
+ *   dgates: [T, B, 4H] out, gradients of the pre-activations; scratch: [B, H]. */
+void recurrl_lstm_backward(int T, int B, int H, const float *act, const float *c_all,
+                           const float *c0, const float *keep, const float *w, const float *dy,
+                           float *dh, float *dc, float *dgates, float *scratch) {
+    const int G = 4 * H;
+    for (int t = T - 1; t >= 0; t--) {
+        const float *a_t = act + (size_t)t * B * G, *c_t = c_all + (size_t)t * B * H;
+        const float *cp_t = t > 0 ? c_all + (size_t)(t - 1) * B * H : c0;
+        const float *dy_t = dy + (size_t)t * B * H, *k_t = keep + (size_t)t * B;
+        float *d_t = dgates + (size_t)t * B * G;
+        for (int b = 0; b < B; b++) {
+            const float *a = a_t + (size_t)b * G;
+            float *d = d_t + (size_t)b * G;
+            const size_t row = (size_t)b * H;
+            lstm_row_backward(H, k_t[b], a, a + H, a + 2 * H, a + 3 * H, c_t + row, cp_t + row,
+                              dy_t + row, d, d + H, d + 2 * H, d + 3 * H, dh + row, dc + row);
+        }
+        memset(scratch, 0, sizeof(float) * (size_t)B * H);
+        gemm_acc(B, G, H, d_t, G, w, H, scratch, H);
+        for (int b = 0; b < B; b++) {
+            const float k = k_t[b];
+            for (int j = 0; j < H; j++) dh[b * H + j] = scratch[b * H + j] * k;
+        }
+    }
+}
+
+/* GRU forward over T steps.
+ *   gates: [T, B, 3H] input part (x W_ih^T + b_ih); overwritten with the activations r, z, n.
+ *   h0: [B, H]; keep: [T, B]; w: [3H, H] = W_hh; bias_hh: [3H].
+ *   y: [T, B, H]; gates_hn: [T, B, H] recurrent part of n (h W_hn^T + b_hn) of every step;
+ *   scratch: [B, H] + [B, 3H] + [H, 3H]. */
+void recurrl_gru_forward(int T, int B, int H, float *gates, const float *h0, const float *keep,
+                         const float *w, const float *bias_hh, float *y, float *gates_hn,
+                         float *scratch) {
+    const int G = 3 * H;
+    float *hm = scratch, *gh = scratch + (size_t)B * H, *wt = gh + (size_t)B * G;
+    transpose(G, H, w, wt); /* W_hh^T: rows of the product are contiguous */
+    const float *h_prev = h0;
+    for (int t = 0; t < T; t++) {
+        float *g_t = gates + (size_t)t * B * G;
+        const float *k_t = keep + (size_t)t * B;
+        float *y_t = y + (size_t)t * B * H, *hn_t = gates_hn + (size_t)t * B * H;
+        for (int b = 0; b < B; b++) {
+            const float k = k_t[b];
+            for (int j = 0; j < H; j++) hm[b * H + j] = h_prev[b * H + j] * k;
+            memcpy(gh + (size_t)b * G, bias_hh, sizeof(float) * G);
+        }
+        gemm_acc(B, H, G, hm, H, wt, G, gh, G);
+        for (int b = 0; b < B; b++) {
+            float *g = g_t + (size_t)b * G;
+            const float *r = gh + (size_t)b * G;
+            const size_t row = (size_t)b * H;
+            gru_row_forward(H, g, g + H, g + 2 * H, r, r + H, r + 2 * H, hm + row, hn_t + row,
+                            y_t + row);
+        }
+        h_prev = y_t;
+    }
+}
+
+/* GRU backward over T steps, last step first.
+ *   act, gates_hn, keep: from the forward; h_prev: [T, B, H] masked state entering each step;
+ *   w: [3H, H] = W_hh; dy: [T, B, H]; dh: [B, H] in: gradient of the final h, out: of h0.
+ *   dgates_x, dgates_h: [T, B, 3H] out, gradients of the input and recurrent parts of the
+ *   pre-activations; scratch: [B, H]. */
+void recurrl_gru_backward(int T, int B, int H, const float *act, const float *gates_hn,
+                          const float *keep, const float *h_prev, const float *w, const float *dy,
+                          float *dh, float *dgates_x, float *dgates_h, float *scratch) {
+    const int G = 3 * H;
+    for (int t = T - 1; t >= 0; t--) {
+        const float *a_t = act + (size_t)t * B * G, *hn_t = gates_hn + (size_t)t * B * H;
+        const float *hp_t = h_prev + (size_t)t * B * H, *dy_t = dy + (size_t)t * B * H;
+        const float *k_t = keep + (size_t)t * B;
+        float *dx_t = dgates_x + (size_t)t * B * G, *dh_t = dgates_h + (size_t)t * B * G;
+        for (int b = 0; b < B; b++) {
+            const float *a = a_t + (size_t)b * G;
+            float *gx = dx_t + (size_t)b * G, *gh = dh_t + (size_t)b * G;
+            const size_t row = (size_t)b * H;
+            gru_row_backward(H, a, a + H, a + 2 * H, hn_t + row, hp_t + row, dy_t + row, dh + row,
+                             gx, gx + H, gx + 2 * H, gh, gh + H, gh + 2 * H, scratch + row);
+        }
+        gemm_acc(B, G, H, dh_t, G, w, H, scratch, H);
+        for (int b = 0; b < B; b++) {
+            const float k = k_t[b];
+            for (int j = 0; j < H; j++) dh[b * H + j] = scratch[b * H + j] * k;
+        }
+    }
+}
