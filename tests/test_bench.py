@@ -13,7 +13,8 @@ def test_bench_train_runs_and_writes_json(tmp_path, capsys):
     assert main(args) == 0
     written = json.loads(out.read_text())
     assert written["machine"]["cores"] >= 1
-    (row,) = written["comparison"]
-    assert row["library"] == "recurrl" and row["sps"] > 0 and row["peak_rss_mb"] > 0
+    native, sync = written["comparison"]  # the env's batched version, then SyncVectorEnv
+    assert [native["library"], sync["library"]] == ["recurrl", "recurrl/sync"]
+    assert all(row["sps"] > 0 and row["peak_rss_mb"] > 0 for row in (native, sync))
     assert [r["num_envs"] for r in written["scaling"]] == [8]
     assert "SPS" in capsys.readouterr().out

@@ -3,9 +3,11 @@
 For LSTM and GRU at several ``(T, B, H)`` (input size = H, 2% episode starts), the median time of
 one forward + backward pass (gradients of the input and every parameter) of:
 
-* ``ours``: ``recurrl.nn.LSTM``/``GRU`` with the default implementation for the device;
+* ``ours``: ``recurrl.nn.LSTM``/``GRU`` with the default implementation (``impl="auto"``: on
+  CPU the C kernels of ``recurrl.nn.native`` up to ``NATIVE_MAX_MACS`` per step, else ``fused``;
+  the ``impl`` column says which);
+* ``fused``: ``impl="fused"`` (the pure-PyTorch whole-sequence Functions);
 * ``reference``: the same module with ``impl="reference"`` (the readable definition);
-* ``fused``: ``impl="fused"``, only where the default is another implementation (not on CPU);
 * ``vendor``: ``torch.nn.LSTM``/``GRU`` over the whole sequence *without* resets (the floor: the
   vendor kernel cannot reset inside a sequence);
 * ``per_step``: ``torch.nn.LSTMCell``/``GRUCell`` stepped one timestep at a time in Python with the
@@ -37,11 +39,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recurrl.nn import GRU, LSTM, matmul
+from recurrl.nn import GRU, LSTM, matmul, native
 from recurrl.nn.cores import resolve_impl
 
 SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
-CANDIDATES = ("ours", "reference", "fused", "vendor", "per_step")
+CANDIDATES = ("ours", "fused", "reference", "vendor", "per_step")
 CELLS = {
     "lstm": (LSTM, torch.nn.LSTM, torch.nn.LSTMCell),
     "gru": (GRU, torch.nn.GRU, torch.nn.GRUCell),
@@ -64,7 +66,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": gpu,
-        "ours_impl": resolve_impl("auto", device),
+        "native_kernels": "built" if native.available() else native.unavailable_reason(),
         "onednn_products": matmul.onednn_available(),
     }
 
@@ -122,9 +124,14 @@ def build_candidates(
         "vendor": lambda: backward(vendor, vendor(x)[0]),
         "per_step": lambda: backward(per_step, per_step_loop(per_step, x, keep, cell_state)),
     }
-    if resolve_impl("auto", device) == "fused":
-        del candidates["fused"]  # the same as ours
     return candidates
+
+
+def auto_impl(cell: str, shape: tuple[int, int, int], device: torch.device) -> str:
+    """What ``impl="auto"`` runs for ``cell`` at ``shape`` (float32)."""
+    _, batch, hidden = shape
+    gates = (4 if cell == "lstm" else 3) * hidden
+    return resolve_impl("auto", device, torch.float32, batch * gates * hidden)
 
 
 def time_candidates(
@@ -148,7 +155,9 @@ def time_candidates(
     return times
 
 
-def summarize(cell: str, shape: tuple[int, int, int], times: dict[str, list[float]]) -> dict:
+def summarize(
+    cell: str, shape: tuple[int, int, int], impl: str, times: dict[str, list[float]]
+) -> dict:
     """Medians and the ratios the targets are stated in."""
     median = {name: statistics.median(values) for name, values in times.items()}
     fastest = {name: min(values) for name, values in times.items()}
@@ -157,11 +166,13 @@ def summarize(cell: str, shape: tuple[int, int, int], times: dict[str, list[floa
         "T": shape[0],
         "B": shape[1],
         "H": shape[2],
+        "impl": impl,
         "median_ms": median,
         "min_ms": fastest,
         "times_ms": times,
         "ours_over_vendor": median["ours"] / median["vendor"],
         "per_step_over_ours": median["per_step"] / median["ours"],
+        "per_step_over_vendor": median["per_step"] / median["vendor"],
         "reference_over_ours": median["reference"] / median["ours"],
     }
 
@@ -169,9 +180,9 @@ def summarize(cell: str, shape: tuple[int, int, int], times: dict[str, list[floa
 def table_header(names: list[str]) -> str:
     """Column titles of :func:`table_row` for the candidates ``names``, and a rule under them."""
     header = (
-        f"{'cell':<5} {'T':>4} {'B':>4} {'H':>4} "
+        f"{'cell':<5} {'T':>4} {'B':>4} {'H':>4} {'impl':>6} "
         + " ".join(f"{name + ' ms':>13}" for name in names)
-        + f" {'ours/vendor':>12} {'per_step/ours':>14} {'ref/ours':>9}"
+        + f" {'ours/vendor':>12} {'per_step/ours':>14} {'per_step/vendor':>16} {'ref/ours':>9}"
     )
     return header + "\n" + "-" * len(header)
 
@@ -180,9 +191,10 @@ def table_row(row: dict) -> str:
     """One line: median ms per candidate and the ratios the targets are stated in."""
     names = [name for name in CANDIDATES if name in row["median_ms"]]
     return (
-        f"{row['cell']:<5} {row['T']:>4} {row['B']:>4} {row['H']:>4} "
+        f"{row['cell']:<5} {row['T']:>4} {row['B']:>4} {row['H']:>4} {row['impl']:>6} "
         + " ".join(f"{row['median_ms'][name]:>13.2f}" for name in names)
         + f" {row['ours_over_vendor']:>11.2f}x {row['per_step_over_ours']:>13.2f}x"
+        + f" {row['per_step_over_vendor']:>15.2f}x"
         + f" {row['reference_over_ours']:>8.2f}x"
     )
 
@@ -243,17 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         f"# {info['cpu']} | {info['cores']} cores | torch {info['torch']} | "
         f"{info['threads']} threads | device {info['device']}"
         + (f" ({info['gpu']})" if info["gpu"] else "")
-        + f" | ours = impl {info['ours_impl']!r}, oneDNN products {info['onednn_products']}",
+        + f" | native kernels: {info['native_kernels']}"
+        + f" | oneDNN products {info['onednn_products']}",
         flush=True,
     )
-    names = [name for name in CANDIDATES if name != "fused" or info["ours_impl"] != "fused"]
-    print(table_header(names), flush=True)
+    print(table_header(list(CANDIDATES)), flush=True)
     rows = []
     for cell in args.cells.split(","):
         for shape in args.shapes:
             candidates = build_candidates(cell, shape, device, args.reset_prob)
             times = time_candidates(candidates, device, args.repeats, args.warmup)
-            rows.append(summarize(cell, shape, times))
+            rows.append(summarize(cell, shape, auto_impl(cell, shape, device), times))
             print(table_row(rows[-1]), flush=True)
     if args.out:
         config = {key: value for key, value in vars(args).items() if key != "out"}

@@ -54,9 +54,20 @@ def _peak_rss_mb() -> float:
 
 
 def run_recurrl(
-    env_id: str, num_envs: int, steps: int, device: str, bptt_len: int, threads: int
+    env_id: str,
+    num_envs: int,
+    steps: int,
+    device: str,
+    bptt_len: int,
+    threads: int,
+    vectorization: str = "auto",
 ) -> dict:
-    """Train recurrl for ``steps`` and time it (the first update, which warms up, is excluded)."""
+    """Train recurrl for ``steps`` and time it (the first update, which warms up, is excluded).
+
+    ``vectorization`` is ``env.vectorization``: ``auto`` takes the env's native batched version
+    where it has one, ``sync`` Gymnasium's ``SyncVectorEnv`` of single envs (like sb3-contrib's
+    ``DummyVecEnv``).
+    """
     import numpy as np
 
     from recurrl.config import config_from_dict
@@ -66,7 +77,7 @@ def run_recurrl(
         {
             "name": "bench",
             "device": device,
-            "env": {"id": env_id, "num_envs": num_envs},
+            "env": {"id": env_id, "num_envs": num_envs, "vectorization": vectorization},
             "policy": {"core": "lstm", "hidden_size": 128, "encoder_sizes": [64]},
             "ppo": {
                 "total_steps": steps + num_envs * 128,  # + one warm-up update
@@ -87,7 +98,7 @@ def run_recurrl(
     seconds = last["time_s"] - first["time_s"]
     returns = [m["episodic_return"] for m in history[-3:] if m["episodic_return"] is not None]
     return {
-        "library": "recurrl",
+        "library": "recurrl" if vectorization == "auto" else f"recurrl/{vectorization}",
         "num_envs": num_envs,
         "steps": trainer.global_step,
         "sps": (last["global_step"] - first["global_step"]) / seconds,
@@ -153,7 +164,7 @@ def _sb3_available() -> bool:
 def _format(row: dict) -> str:
     ret = row["final_return"]
     return (
-        f"{row['library']:<12} {row['num_envs']:>8} {row['steps']:>9,} {row['sps']:>10,.0f} "
+        f"{row['library']:<14} {row['num_envs']:>8} {row['steps']:>9,} {row['sps']:>10,.0f} "
         f"{(f'{ret:.1f}' if ret is not None else '-'):>12} {row['peak_rss_mb']:>12,.0f}"
     )
 
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
         f"({args.threads} threads), GPU: {info['gpu'] or 'none'}, device {args.device}"
     )
-    header = f"{'library':<12} {'num_envs':>8} {'steps':>9} {'SPS':>10} {'final return':>12} "
+    header = f"{'library':<14} {'num_envs':>8} {'steps':>9} {'SPS':>10} {'final return':>12} "
     header += f"{'peak MB':>12}"
     print(f"\n1. {args.env}: 8 envs x 128 steps, LSTM 128, 4 epochs, 4 minibatches\n{header}")
     comparison = []
@@ -193,19 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "threads": args.threads,
     }
-    row = _in_subprocess("recurrl", **common, bptt_len=args.bptt_len)
-    if row:
-        comparison.append(row)
-        print(_format(row), flush=True)
-    if not args.no_sb3 and _sb3_available():
-        row = _in_subprocess("sb3", **common)
+    for vectorization in ("auto", "sync"):  # the env's own batched version, and SyncVectorEnv
+        row = _in_subprocess(
+            "recurrl", **common, bptt_len=args.bptt_len, vectorization=vectorization
+        )
         if row:
             comparison.append(row)
             print(_format(row), flush=True)
+    if not args.no_sb3 and _sb3_available():
+        row = _in_subprocess("sb3", **common)
+        if row:
+            print(_format(row), flush=True)
+            for ours in comparison:
+                print(f"{ours['library']} / sb3-contrib SPS: {ours['sps'] / row['sps']:.1f}x")
+            comparison.append(row)
     elif not args.no_sb3:
         print("sb3-contrib not installed (pip install -e .[bench]); skipped")
-    if len(comparison) == 2:
-        print(f"recurrl / sb3-contrib SPS: {comparison[0]['sps'] / comparison[1]['sps']:.1f}x")
 
     scaling_env = args.scaling_env or args.env
     print(f"\n2. recurrl scaling on {scaling_env}\n{header}")
