@@ -7,12 +7,14 @@ import torch
 
 from recurrl.config import EnvConfig
 from recurrl.make_env import make_vector_env
+from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.inputs import null_action
 from recurrl.policy.tree import as_observation
 
 
 @torch.inference_mode()
+@frozen_weights()
 def evaluate(
     policy: ActorCritic,
     env_config: EnvConfig,

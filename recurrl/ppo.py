@@ -17,6 +17,7 @@ from torch import Tensor
 from recurrl.config import PPOConfig
 from recurrl.distributed import SINGLE, World
 from recurrl.errors import DivergenceError
+from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.tree import Observation, tree_map
@@ -90,6 +91,7 @@ def make_sequences(rollout: Rollout, advantages: Tensor, returns: Tensor, bptt_l
 
 
 @torch.no_grad()
+@frozen_weights()
 def refresh_start_states(policy: ActorCritic, rollout: Rollout, bptt_len: int) -> State:
     """Recompute every chunk-start state with the current parameters.
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from recurrl.env_checks import GuardedEnvs, final_observations
+from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.inputs import null_action
@@ -244,7 +245,7 @@ class Collector:
         """
         self.fold_rewards()
         buf = self._buffers()
-        with torch.inference_mode():
+        with torch.inference_mode(), frozen_weights():  # no update while acting
             rollout = self._fill(buf)
         rollout.chunk_states = tuple(s.clone() for s in rollout.chunk_states)  # normal tensors
         return rollout

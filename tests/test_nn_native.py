@@ -16,6 +16,7 @@ import torch
 from recurrl.nn import GRU, LSTM, matmul, native
 from recurrl.nn.cores import resolve_impl
 from recurrl.nn.native import build
+from recurrl.nn.native import layers as native_layers
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason=f"native kernels unavailable: {native.unavailable_reason()}"
@@ -219,3 +220,23 @@ def test_weights_changed_in_place_are_seen(cls):
         inference_core.load_state_dict(reference.state_dict())
         y_inference, _ = inference_core(x, None, episode_start)
     torch.testing.assert_close(y_inference, y_ref, rtol=2e-5, atol=2e-5)
+
+
+@needs_native
+def test_frozen_weights_block_transposes_once_and_forgets_on_exit():
+    torch.manual_seed(6)
+    fast, reference = make_pair(LSTM, 3, 8, 1)
+    x, episode_start = torch.randn(2, 4, 3), torch.zeros(2, 4)
+    with torch.inference_mode(), native.frozen_weights():
+        first, _ = fast(x, None, episode_start)
+        with native.frozen_weights():  # nested: shares the outer cache
+            second, _ = fast(x, None, episode_start)
+        assert len(native_layers._frozen) == 1
+    assert native_layers._frozen is None
+    with torch.no_grad():
+        for core in (fast, reference):
+            core.weight_hh_l0.mul_(-1.0)
+        y, _ = fast(x, None, episode_start)
+        y_ref, _ = reference(x, None, episode_start)
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(y, y_ref, rtol=2e-5, atol=2e-5)

@@ -7,10 +7,16 @@ core beats oneDNN (:data:`NATIVE_MAX_MACS`); otherwise the ``fused`` PyTorch imp
 """
 
 from recurrl.nn.native.build import available, unavailable_reason
-from recurrl.nn.native.layers import native_gru_layer, native_lstm_layer, supports
+from recurrl.nn.native.layers import (
+    frozen_weights,
+    native_gru_layer,
+    native_lstm_layer,
+    supports,
+)
 
 __all__ = [
     "available",
+    "frozen_weights",
     "native_gru_layer",
     "native_lstm_layer",
     "supports",

@@ -26,11 +26,11 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("kernels.c")
 BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared"]
 ARCH_FLAGS = (["-march=native"], [])  # tried in order
-SIGNATURES = {  # name: number of pointer arguments after (T, B, H)
-    "recurrl_lstm_forward": 8,
-    "recurrl_lstm_backward": 10,
-    "recurrl_gru_forward": 8,
-    "recurrl_gru_backward": 10,
+SIGNATURES = {  # name: (int arguments, pointer arguments after them)
+    "recurrl_lstm_forward": (4, 8),
+    "recurrl_lstm_backward": (3, 10),
+    "recurrl_gru_forward": (4, 8),
+    "recurrl_gru_backward": (3, 10),
 }
 
 _library: ctypes.CDLL | None = None
@@ -116,9 +116,9 @@ def library() -> ctypes.CDLL | None:
         return None
     try:
         loaded = ctypes.CDLL(str(path))
-        for name, pointers in SIGNATURES.items():
+        for name, (ints, pointers) in SIGNATURES.items():
             function = getattr(loaded, name)
-            function.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * pointers
+            function.argtypes = [ctypes.c_int] * ints + [ctypes.c_void_p] * pointers
             function.restype = None
     except (OSError, AttributeError) as error:
         _reason = f"loading {path} failed: {error}"

@@ -10,6 +10,9 @@ use them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -29,6 +32,39 @@ def _pointers(*tensors: Tensor) -> list[int]:
     return [tensor.data_ptr() for tensor in tensors]
 
 
+_frozen: dict[int, tuple[Tensor, Tensor]] | None = None  # id(W_hh) -> (W_hh, W_hh^T)
+
+
+@contextmanager
+def frozen_weights() -> Iterator[None]:
+    """Declare that no weight changes inside the block (acting, evaluating): the kernels then
+    transpose each recurrent weight once for the block instead of once per call.
+
+    Nothing can be cached across weight updates in general: in-place updates by fused optimizers
+    do not even move a tensor's version counter. Nested blocks share the outermost one's cache.
+    """
+    global _frozen
+    if _frozen is not None:
+        yield
+        return
+    _frozen = {}
+    try:
+        yield
+    finally:
+        _frozen = None
+
+
+def _recurrent_weight(weight: Tensor) -> tuple[int, Tensor]:
+    """``(transposed, W)`` for a forward kernel: ``W_hh^T`` cached inside
+    :func:`frozen_weights`, else ``W_hh`` for the kernel to transpose."""
+    if _frozen is None:
+        return 0, weight.contiguous()
+    hit = _frozen.get(id(weight))
+    if hit is None or hit[0] is not weight:
+        hit = _frozen[id(weight)] = (weight, weight.detach().t().contiguous())
+    return 1, hit[1]
+
+
 def _flat_keep(keep: Tensor) -> Tensor:
     return keep.reshape(keep.shape[0], keep.shape[1]).contiguous()  # (T, B)
 
@@ -44,12 +80,13 @@ class NativeLSTMFunction(torch.autograd.Function):
         y = x.new_empty(steps, batch, hidden)
         c_all = torch.empty_like(y)
         scratch = x.new_empty(batch * hidden + 4 * hidden * hidden)
-        weight_hh = weight_hh.contiguous()  # (4H, H); the kernel transposes it
+        transposed, weight = _recurrent_weight(weight_hh)
         library().recurrl_lstm_forward(
             steps,
             batch,
             hidden,
-            *_pointers(gates, h0, c0, keep_2d, weight_hh, y, c_all, scratch),
+            transposed,
+            *_pointers(gates, h0, c0, keep_2d, weight, y, c_all, scratch),
         )
         if ctx is not None:  # None: called by native_lstm_layer without autograd
             ctx.save_for_backward(x, y, c_all, gates, h0, c0, keep, weight_ih, weight_hh)
@@ -84,7 +121,7 @@ class NativeGRUFunction(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
         gates = linear(x.flatten(0, 1), weight_ih, bias_ih).contiguous()  # (T*B, 3H)
         h0, keep_2d, bias_hh = h0.contiguous(), _flat_keep(keep), bias_hh.contiguous()
-        weight_hh = weight_hh.contiguous()  # (3H, H); the kernel transposes it
+        transposed, weight = _recurrent_weight(weight_hh)
         y = x.new_empty(steps, batch, hidden)
         gates_hn = torch.empty_like(y)
         scratch = x.new_empty(4 * batch * hidden + 3 * hidden * hidden)
@@ -92,7 +129,8 @@ class NativeGRUFunction(torch.autograd.Function):
             steps,
             batch,
             hidden,
-            *_pointers(gates, h0, keep_2d, weight_hh, bias_hh, y, gates_hn, scratch),
+            transposed,
+            *_pointers(gates, h0, keep_2d, weight, bias_hh, y, gates_hn, scratch),
         )
         if ctx is not None:  # None: called by native_gru_layer without autograd
             ctx.save_for_backward(x, y, gates, gates_hn, h0, keep, weight_ih, weight_hh)
