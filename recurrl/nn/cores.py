@@ -76,6 +76,11 @@ def _check_inputs(x: Tensor, episode_start: Tensor | None, input_size: int, name
         )
 
 
+def _stack(layers: list[Tensor]) -> Tensor:
+    """Per-layer states ``[B, H]`` -> ``[num_layers, B, H]`` (a view for one layer)."""
+    return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
+
+
 def _keep_mask(x: Tensor, episode_start: Tensor | None) -> Tensor:
     """``[T, B, 1]`` multiplier: 0 where the state resets before step t."""
     if episode_start is None:
@@ -203,7 +208,7 @@ class LSTM(_RecurrentBase):
             y, h, c = run_layer(y, h0[layer], c0[layer], keep, *self.layer_weights(layer))
             hs.append(h)
             cs.append(c)
-        return y, (torch.stack(hs), torch.stack(cs))
+        return y, (_stack(hs), _stack(cs))
 
 
 class GRU(_RecurrentBase):
@@ -233,4 +238,4 @@ class GRU(_RecurrentBase):
         for layer in range(self.num_layers):
             y, h = run_layer(y, state[layer], keep, *self.layer_weights(layer))
             hs.append(h)
-        return y, torch.stack(hs)
+        return y, _stack(hs)

@@ -88,8 +88,9 @@ class NativeLSTMFunction(torch.autograd.Function):
             transposed,
             *_pointers(gates, h0, c0, keep_2d, weight, y, c_all, scratch),
         )
-        if ctx is not None:  # None: called by native_lstm_layer without autograd
-            ctx.save_for_backward(x, y, c_all, gates, h0, c0, keep, weight_ih, weight_hh)
+        if ctx is None:  # called by native_lstm_layer without autograd: views will do
+            return y, y[-1], c_all[-1]
+        ctx.save_for_backward(x, y, c_all, gates, h0, c0, keep, weight_ih, weight_hh)
         return y, y[-1].clone(), c_all[-1].clone()
 
     @staticmethod
@@ -132,8 +133,9 @@ class NativeGRUFunction(torch.autograd.Function):
             transposed,
             *_pointers(gates, h0, keep_2d, weight, bias_hh, y, gates_hn, scratch),
         )
-        if ctx is not None:  # None: called by native_gru_layer without autograd
-            ctx.save_for_backward(x, y, gates, gates_hn, h0, keep, weight_ih, weight_hh)
+        if ctx is None:  # called by native_gru_layer without autograd: a view will do
+            return y, y[-1]
+        ctx.save_for_backward(x, y, gates, gates_hn, h0, keep, weight_ih, weight_hh)
         return y, y[-1].clone()
 
     @staticmethod
