@@ -28,7 +28,7 @@ import torch
 
 from recurrl import ppo
 from recurrl.checkpoint import checkpoint_payload
-from recurrl.config import Config, PPOConfig, to_dict
+from recurrl.config import Config, to_dict
 from recurrl.distributed import World, resolve_device, setup_world
 from recurrl.errors import (
     DivergenceError,
@@ -48,7 +48,8 @@ from recurrl.resume import (
     rng_state,
     set_rng_state,
 )
-from recurrl.rollout import Collector, RewardScaler, Rollout
+from recurrl.returns import RewardScaler
+from recurrl.rollout import Collector, Rollout
 from recurrl.run_state import RunCheckpoints, failure_outcome, open_run, restore_run
 from recurrl.tracking import require_tensorboard
 
@@ -69,27 +70,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def make_optimizer(policy: torch.nn.Module, config: PPOConfig) -> torch.optim.Adam:
-    """Adam over the policy's parameters, with torch's fused kernel where it has one.
-
-    The fused step was measured 3x faster than the default per-tensor loop on CPU (122 vs 394 us
-    for a 200k-parameter LSTM policy); devices without the kernel get the default.
-    """
-    parameters = list(policy.parameters())
-    settings = dict(lr=config.learning_rate, eps=config.adam_eps)
-    try:
-        return torch.optim.Adam(parameters, **settings, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(parameters, **settings)
-
-
-def learning_rate_at(config: Config, global_step: int) -> float:
-    """Linear annealing to 0 over ``total_steps`` (constant if ``anneal_lr`` is off)."""
-    if not config.ppo.anneal_lr:
-        return config.ppo.learning_rate
-    return config.ppo.learning_rate * max(0.0, 1.0 - global_step / config.ppo.total_steps)
 
 
 def _mean(values: list) -> float:
@@ -155,7 +135,7 @@ class Trainer:
             config.policy,
             normalize_obs=config.env.normalize_obs,
         ).to(self.device)
-        self.optimizer = make_optimizer(self.policy, config.ppo)
+        self.optimizer = ppo.make_optimizer(self.policy, config.ppo)
         reward_scaler = None
         if config.env.normalize_reward:
             reward_scaler = RewardScaler(self.envs.num_envs, config.ppo.gamma)
@@ -216,7 +196,7 @@ class Trainer:
     def train_one_update(self, update: int) -> dict:
         """One iteration: rollout -> GAE -> PPO update -> metrics (pooled over the ranks)."""
         config, started = self.config, time.perf_counter()
-        learning_rate = learning_rate_at(config, self.global_step)
+        learning_rate = ppo.learning_rate_at(config.ppo, self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         rollout = self.collect()
