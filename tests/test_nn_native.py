@@ -240,3 +240,13 @@ def test_frozen_weights_block_transposes_once_and_forgets_on_exit():
         y_ref, _ = reference(x, None, episode_start)
     torch.testing.assert_close(first, second)
     torch.testing.assert_close(y, y_ref, rtol=2e-5, atol=2e-5)
+
+
+def test_unwritable_cache_falls_back_to_the_temp_dir(tmp_path):
+    if build.compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    code = "from recurrl.nn.native import build; print(build.build())"
+    path = run_python(code, RECURRL_CACHE_DIR=str(blocked / "cache")).strip()
+    assert path != "None" and not path.startswith(str(blocked)) and os.path.exists(path)

@@ -89,7 +89,8 @@ def build() -> Path | None:
     if command is None:
         _reason = "no C compiler found (set CC, or install gcc or clang)"
         return None
-    directories = [cache_dir(), Path(tempfile.gettempdir()) / f"recurrl-{os.getuid()}"]
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    directories = [cache_dir(), Path(tempfile.gettempdir()) / f"recurrl-{user}"]
     for directory in directories:
         for flags in ARCH_FLAGS:
             try:
