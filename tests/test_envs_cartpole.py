@@ -9,7 +9,6 @@ the float64 physics does the single env's operations in its order, and NumPy's `
 from __future__ import annotations
 
 import io
-import signal
 
 import gymnasium as gym
 import numpy as np
@@ -19,12 +18,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from envs.cartpole import CartPoleNoVelocityVectorEnv
-from recurrl.checkpoint import load_checkpoint
-from recurrl.cli import main
-from recurrl.config import EnvConfig, load_config
+from recurrl.config import EnvConfig
 from recurrl.make_env import make_vector_env
-from recurrl.resume import StatefulVectorEnv, env_state, read_metrics, restore_env_state
-from recurrl.train import Trainer, train
+from recurrl.resume import StatefulVectorEnv, env_state, restore_env_state
 
 ENV_ID = "recurrl/CartPoleNoVelocity-v0"
 
@@ -309,50 +305,3 @@ def test_make_vector_env_picks_native_unless_wrapped_or_sync() -> None:
     sync = make_vector_env(EnvConfig(id=ENV_ID, num_envs=2, vectorization="sync"))
     assert isinstance(sync, gym.vector.SyncVectorEnv)
     assert sync.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
-
-
-CARTPOLE_OVERRIDES = [
-    f"env.id={ENV_ID}",
-    "env.num_envs=4",
-    "device=cpu",
-    "seed=3",
-    "ppo.total_steps=640",  # 5 updates of 128 steps
-    "ppo.rollout_len=32",
-    "ppo.bptt_len=8",
-    "ppo.num_minibatches=2",
-    "ppo.update_epochs=2",
-    "policy.hidden_size=16",
-    "policy.encoder_sizes=[16]",
-    "eval.every=256",
-    "eval.episodes=2",
-    "run.checkpoint_every=128",
-]
-
-
-def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch) -> None:
-    train(load_config(None, CARTPOLE_OVERRIDES + [f"run.dir={tmp_path / 'a'}"]), quiet=True)
-    original = Trainer.train_one_update
-
-    def train_one_update(self, number):  # SIGTERM during update 2 (of 5), as a user would
-        metrics = original(self, number)
-        if number == 2:
-            signal.raise_signal(signal.SIGTERM)
-        return metrics
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "train_one_update", train_one_update)
-        stopped = train(load_config(None, CARTPOLE_OVERRIDES + [f"run.dir={tmp_path / 'b'}"]), True)
-    assert stopped.interrupted == signal.SIGTERM and stopped.global_step == 256
-    latest = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
-    assert latest["training"]["envs"] is not None  # the native env handed over its state
-    assert main(["train", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
-
-    final_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "final.pt")
-    final_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "final.pt")
-    for key, value in final_a["policy"].items():
-        assert torch.equal(value, final_b["policy"][key]), key
-    timing = {"sps", "time_s"}
-    metrics_a, metrics_b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
-    assert [m["global_step"] for m in metrics_b] == [128 * i for i in range(1, 6)]
-    strip = [{k: v for k, v in m.items() if k not in timing} for m in metrics_a]
-    assert strip == [{k: v for k, v in m.items() if k not in timing} for m in metrics_b]

@@ -155,8 +155,29 @@ TMAZE_OVERRIDES = [
 ]
 
 
-def test_interrupted_tmaze_run_resumes_bit_identically(tmp_path, monkeypatch):
-    train(load_config(None, TMAZE_OVERRIDES + [f"run.dir={tmp_path / 'a'}"]), quiet=True)
+CARTPOLE_OVERRIDES = [
+    "env.id=recurrl/CartPoleNoVelocity-v0",
+    "env.num_envs=4",
+    "device=cpu",
+    "seed=3",
+    "ppo.total_steps=640",  # 5 updates of 128 steps
+    "ppo.rollout_len=32",
+    "ppo.bptt_len=8",
+    "ppo.num_minibatches=2",
+    "ppo.update_epochs=2",
+    "policy.hidden_size=16",
+    "policy.encoder_sizes=[16]",
+    "eval.every=256",
+    "eval.episodes=2",
+    "run.checkpoint_every=128",
+]
+
+
+@pytest.mark.parametrize(
+    "overrides", [TMAZE_OVERRIDES, CARTPOLE_OVERRIDES], ids=["tmaze", "cartpole"]
+)
+def test_interrupted_run_resumes_bit_identically(overrides, tmp_path, monkeypatch):
+    train(load_config(None, overrides + [f"run.dir={tmp_path / 'a'}"]), quiet=True)
     original = Trainer.train_one_update
 
     def train_one_update(self, number):  # SIGTERM during update 2 (of 5), as a user would
@@ -167,7 +188,7 @@ def test_interrupted_tmaze_run_resumes_bit_identically(tmp_path, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "train_one_update", train_one_update)
-        stopped = train(load_config(None, TMAZE_OVERRIDES + [f"run.dir={tmp_path / 'b'}"]), True)
+        stopped = train(load_config(None, overrides + [f"run.dir={tmp_path / 'b'}"]), True)
     assert stopped.interrupted == signal.SIGTERM and stopped.global_step == 256
     latest = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
     assert latest["training"]["envs"] is not None  # the native env handed over its state
