@@ -102,3 +102,41 @@ def test_truncated_checkpoint_is_refused_and_atomic_write_keeps_old(tmp_path):
         load_checkpoint(tmp_path / "cut.pt")
     assert not (tmp_path / "latest.pt.tmp").exists()
     assert load_checkpoint(path)["global_step"] == 10
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_categorical_matches_torch_distribution_bit_for_bit(padded):
+    """The acting path's light Categorical gives torch's numbers, draws and gradients exactly."""
+    from torch.distributions import Categorical as TorchCategorical
+
+    from recurrl.policy.heads import Categorical
+
+    torch.manual_seed(0)
+    raw = torch.randn(5, 3, 4, dtype=torch.float64 if padded else torch.float32) * 3
+    if padded:  # MultiCategorical padding and masked actions, as the heads make them
+        raw = raw.clone()
+        raw[..., -1] = torch.finfo(raw.dtype).min
+        raw[0, 0, 1] = torch.finfo(raw.dtype).min / 2
+    results = []
+    for make in (lambda x: TorchCategorical(logits=x, validate_args=False), Categorical):
+        logits = raw.clone().requires_grad_()
+        dist = make(logits)
+        torch.manual_seed(1)
+        action = dist.sample()
+        loss = (dist.log_prob(action) * torch.arange(3.0, dtype=raw.dtype)).sum()
+        loss = loss + dist.entropy().sum()
+        loss.backward()
+        results.append((action, dist.log_prob(action), dist.entropy(), dist.probs, logits.grad))
+    for ours, theirs in zip(results[1], results[0], strict=True):
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+
+
+def test_mlp_keeps_sequential_names_and_results():
+    from recurrl.policy.encoders import MLP, mlp
+
+    module, out_features = mlp(6, [5, 4], "tanh")
+    assert isinstance(module, MLP) and out_features == 4
+    assert list(module.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    x = torch.randn(3, 6)
+    assert torch.equal(module(x), torch.nn.Sequential(*module)(x))
+    assert torch.equal(mlp(6, [], "relu")[0](x), x)

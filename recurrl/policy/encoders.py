@@ -39,13 +39,24 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
     return layer
 
 
+class MLP(nn.Sequential):
+    """``nn.Sequential`` of Linear + activation layers (same parameter names) whose forward calls
+    each layer's ``forward`` directly: ``Module.__call__`` costs ~1.5 us per layer, a third of a
+    small layer's time when acting one step at a time. Hooks on the inner layers do not run."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self:
+            x = layer.forward(x)
+        return x
+
+
 def mlp(in_features: int, sizes: list[int], activation: str) -> tuple[nn.Module, int]:
     """A stack of Linear + activation layers; returns ``(module, out_features)``."""
     layers: list[nn.Module] = []
     for size in sizes:
         layers += [layer_init(nn.Linear(in_features, size)), ACTIVATIONS[activation]()]
         in_features = size
-    return nn.Sequential(*layers), in_features
+    return MLP(*layers), in_features
 
 
 # --- per-part preprocessing: raw part [N, ...] -> floats ----------------------------------------

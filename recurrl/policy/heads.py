@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Categorical, Normal
+from torch.distributions import Bernoulli, Normal
 
 from recurrl.policy.encoders import layer_init
 from recurrl.spaces import check_action_space
@@ -45,6 +45,38 @@ def _masked(logits: Tensor, mask: Tensor | None) -> Tensor:
     return logits.masked_fill(~mask.bool(), torch.finfo(logits.dtype).min / 2)
 
 
+class Categorical:
+    """``torch.distributions.Categorical(logits=...)`` without its per-call overhead.
+
+    The same operations in the same order, so the same numbers bit for bit, the same random
+    draws and the same gradients (``tests/test_policy.py`` holds them equal); torch's class
+    spends ~20 us per acting step on argument and shape bookkeeping, about a tenth of a step.
+    """
+
+    __slots__ = ("logits", "_probs")
+
+    def __init__(self, logits: Tensor) -> None:
+        self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)  # normalised log-probs
+        self._probs: Tensor | None = None
+
+    @property
+    def probs(self) -> Tensor:
+        if self._probs is None:
+            self._probs = F.softmax(self.logits, dim=-1)
+        return self._probs
+
+    def sample(self) -> Tensor:
+        probs_2d = self.probs.reshape(-1, self.logits.shape[-1])
+        return torch.multinomial(probs_2d, 1, True).reshape(self.logits.shape[:-1])
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> Tensor:
+        logits = torch.clamp(self.logits, min=torch.finfo(self.logits.dtype).min)
+        return -(logits * self.probs).sum(-1)
+
+
 class CategoricalHead(nn.Module):
     """``Discrete`` actions: logits -> categorical. Actions are stored as int64 ``[...]``."""
 
@@ -57,7 +89,7 @@ class CategoricalHead(nn.Module):
         self.mask_size = int(space.n)
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Categorical:
-        return Categorical(logits=_masked(self.logits(features), mask), validate_args=False)
+        return Categorical(_masked(self.logits(features), mask))
 
     @staticmethod
     def sample(dist: Categorical) -> Tensor:
@@ -108,7 +140,7 @@ class MultiCategoricalHead(nn.Module):
         flat = _masked(self.logits(features), mask)  # (..., sum(nvec))
         padding = flat.new_full((*flat.shape[:-1], 1), torch.finfo(flat.dtype).min)
         padded = torch.cat([flat, padding], dim=-1)[..., self.index]  # (..., P, max(nvec))
-        return Categorical(logits=padded, validate_args=False)
+        return Categorical(padded)
 
     @staticmethod
     def sample(dist: Categorical) -> Tensor:
