@@ -69,7 +69,8 @@ def random_case(cls, input_size, hidden, num_layers, steps, batch, scale=1.0):
     [
         (3, 5, 1, 9, 4),  # scalar remainders only
         (7, 20, 2, 6, 9),  # one vector per gate block, odd batch
-        (16, 64, 1, 5, 6),  # full register tiles plus a 2-row remainder
+        (16, 64, 1, 5, 6),  # full register tiles plus a 2-row remainder (4-row tiles)
+        (16, 72, 1, 4, 19),  # 8-row tiles (AVX-512) + 3 rows; backward K = 288 in two blocks
         (5, 37, 1, 1, 3),  # one step (acting), hidden not a multiple of any vector width
     ],
 )
@@ -231,11 +232,12 @@ def test_frozen_weights_block_transposes_once_and_forgets_on_exit():
         first, _ = fast(x, None, episode_start)
         with native.frozen_weights():  # nested: shares the outer cache
             second, _ = fast(x, None, episode_start)
-        assert len(native_layers._frozen) == 1
+        assert len(native_layers._frozen) == 2  # W_hh^T and b_ih + b_hh
     assert native_layers._frozen is None
     with torch.no_grad():
         for core in (fast, reference):
             core.weight_hh_l0.mul_(-1.0)
+            core.bias_hh_l0.add_(0.5)
         y, _ = fast(x, None, episode_start)
         y_ref, _ = reference(x, None, episode_start)
     torch.testing.assert_close(first, second)

@@ -128,11 +128,12 @@ class _RecurrentBase(nn.Module):
             nn.init.uniform_(weight, -bound, bound)
 
     def layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        parameters = self._parameters  # direct lookups: Module.__getattr__ costs ~1 us each
         return (
-            getattr(self, f"weight_ih_l{layer}"),
-            getattr(self, f"weight_hh_l{layer}"),
-            getattr(self, f"bias_ih_l{layer}"),
-            getattr(self, f"bias_hh_l{layer}"),
+            parameters[f"weight_ih_l{layer}"],
+            parameters[f"weight_hh_l{layer}"],
+            parameters[f"bias_ih_l{layer}"],
+            parameters[f"bias_hh_l{layer}"],
         )
 
     def _zeros(self, batch_size: int, device=None, dtype=None) -> Tensor:
@@ -157,7 +158,7 @@ class _RecurrentBase(nn.Module):
         """The implementation to run ``x`` with; refuses ``native`` where it cannot run."""
         gates = self.gate_multiplier * self.hidden_size
         impl = resolve_impl(self.impl, x.device, x.dtype, x.shape[1] * gates * self.hidden_size)
-        if impl == "native" and not native.supports(x):
+        if impl == "native" and self.impl != "auto" and not native.supports(x):  # auto checked
             why = native.unavailable_reason() or f"got {x.dtype} on {x.device}"
             raise ValueError(
                 f"{type(self).__name__}: impl='native' runs float32 on CPU with a C compiler "

@@ -5,9 +5,11 @@ torch 2.13) MKL's sgemm runs at about half the speed of oneDNN, which is what ``
 itself uses on CPU. oneDNN's matrix product is reachable from Python only through the operator
 ``torch.ops.mkldnn._linear_pointwise`` (made for the inductor compiler; dense tensors in and out,
 exact float32). It is private, so it is used only after a probe call agrees with ``torch.mm``, only
-for float32 on CPU, and only for products large enough to amortise its ~10 us call overhead;
-everything else uses ``torch.addmm``. ``ONEDNN_MIN_MACS`` sets that size (0: always, a huge
-number: never).
+for float32 on CPU, and only for products large enough to amortise its ~12 us call overhead:
+``ONEDNN_MIN_MACS`` multiply-adds, or a 16th of that with at least ``ONEDNN_MIN_ROWS`` rows
+(0: always, a huge number: never); everything else uses ``torch.addmm``. MKL is slowest with few
+columns of ``x`` (measured, 256 x 2 @ 2 x 512: 60 us against oneDNN's 24 us, and 167 us for the
+weight gradient, which :func:`weight_grad` computes as ``(x^T @ grad)^T`` in 14 us).
 
 All functions compute ``x @ weight^T``-style products; ``weight`` may be any strided view (oneDNN
 repacks weights anyway), ``x`` should be contiguous.
@@ -22,6 +24,10 @@ from torch import Tensor
 
 ONEDNN_MIN_MACS = 1 << 20
 """Smallest product (multiply-accumulates ``M * K * N``) routed to oneDNN."""
+ONEDNN_MIN_ROWS = 64
+"""Products with at least this many rows ``M`` go to oneDNN from ``ONEDNN_MIN_MACS / 16`` on."""
+SMALL_K = 4
+"""Weight gradients with at most this many input columns are computed as ``(x^T @ grad)^T``."""
 
 _onednn_works: bool | None = None
 
@@ -50,10 +56,11 @@ def onednn_available() -> bool:
     return _onednn_works
 
 
-def use_onednn(like: Tensor, macs: int) -> bool:
-    """Whether a product of ``macs`` multiply-adds (dtype, device of ``like``) uses oneDNN."""
+def use_onednn(like: Tensor, macs: int, rows: int = 0) -> bool:
+    """Whether a product of ``macs`` multiply-adds over ``rows`` rows (dtype, device of ``like``)
+    uses oneDNN."""
     return (
-        macs >= ONEDNN_MIN_MACS
+        (macs >= ONEDNN_MIN_MACS or (rows >= ONEDNN_MIN_ROWS and macs >= ONEDNN_MIN_MACS >> 4))
         and like.device.type == "cpu"
         and like.dtype == torch.float32
         and torch.backends.mkldnn.enabled  # respect a user who turned oneDNN off
@@ -63,7 +70,7 @@ def use_onednn(like: Tensor, macs: int) -> bool:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x[M, K] @ weight[N, K]^T + bias[N]`` -> ``[M, N]``."""
-    if use_onednn(x, x.shape[0] * x.shape[1] * weight.shape[0]):
+    if use_onednn(x, x.shape[0] * x.shape[1] * weight.shape[0], x.shape[0]):
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
     if bias is None:
         return x @ weight.t()
@@ -96,11 +103,14 @@ def linear_bias_for(like: Tensor, macs: int) -> Callable[[Tensor, Tensor, Tensor
 
 def weight_grad(grad_out: Tensor, inputs: Tensor) -> Tensor:
     """Gradient of a weight: ``grad_out[M, N]^T @ inputs[M, K]`` -> ``[N, K]`` (contiguous)."""
-    if use_onednn(inputs, grad_out.shape[0] * grad_out.shape[1] * inputs.shape[1]):
-        # (inputs^T @ grad_out)^T: oneDNN wants a contiguous left operand; the transposed right
-        # one is repacked for free, and inputs is the smaller of the two to copy.
-        product = torch.ops.mkldnn._linear_pointwise(
-            inputs.t().contiguous(), grad_out.t(), None, "none", [], ""
-        )  # (K, N)
-        return product.t().contiguous()
-    return grad_out.t() @ inputs
+    rows, columns = inputs.shape
+    if not use_onednn(inputs, rows * grad_out.shape[1] * columns, rows):
+        return grad_out.t() @ inputs
+    if columns <= SMALL_K:
+        return (inputs.t() @ grad_out).t().contiguous()
+    # (inputs^T @ grad_out)^T: oneDNN wants a contiguous left operand; the transposed right
+    # one is repacked for free, and inputs is the smaller of the two to copy.
+    product = torch.ops.mkldnn._linear_pointwise(
+        inputs.t().contiguous(), grad_out.t(), None, "none", [], ""
+    )  # (K, N)
+    return product.t().contiguous()

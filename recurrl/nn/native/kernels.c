@@ -25,65 +25,80 @@ typedef float vec __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned
 #define LOAD(p) (*(const vec *)(p))
 #define STORE(p, v) (*(vec *)(p) = (v))
 
-/* out[M, N] += a[M, K] @ w[K, N]; row strides lda, ldw, ldo. Register tiles of 4 rows x 2 vectors. */
-static void gemm_acc(int M, int K, int N, const float *a, int lda, const float *w, int ldw,
-                     float *out, int ldo) {
-    int m = 0;
-    for (; m + 4 <= M; m += 4) {
-        const float *a0 = a + (size_t)m * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        float *o0 = out + (size_t)m * ldo, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
-        int n = 0;
-        for (; n + 2 * VL <= N; n += 2 * VL) {
-            vec c00 = LOAD(o0 + n), c10 = LOAD(o1 + n), c20 = LOAD(o2 + n), c30 = LOAD(o3 + n);
-            vec c01 = LOAD(o0 + n + VL), c11 = LOAD(o1 + n + VL);
-            vec c21 = LOAD(o2 + n + VL), c31 = LOAD(o3 + n + VL);
+/* out[M, N] += a[M, K] @ w[K, N]; row strides lda, ldw, ldo.
+ * Register tiles of MR rows x 2 vectors. The column block is the outer loop, so its slice of w
+ * (K x 2 vectors: 16 KB for K = 128 with AVX-512) stays in L1 while every row tile reads it. */
+#if VL == 16
+#define MR 8 /* 16 accumulators + 2 w vectors of the 32 AVX-512 registers */
+#else
+#define MR 4 /* 8 + 2 of 16 */
+#endif
+static void gemm_block(int M, int K, int N, const float *a, int lda, const float *w, int ldw,
+                       float *out, int ldo) {
+    int n = 0;
+    for (; n + 2 * VL <= N; n += 2 * VL) {
+        int m = 0;
+        for (; m + MR <= M; m += MR) {
+            const float *ar = a + (size_t)m * lda;
+            float *o = out + (size_t)m * ldo + n;
+            vec c0[MR], c1[MR];
+            for (int r = 0; r < MR; r++) {
+                c0[r] = LOAD(o + (size_t)r * ldo);
+                c1[r] = LOAD(o + (size_t)r * ldo + VL);
+            }
             const float *wp = w + n;
             for (int k = 0; k < K; k++, wp += ldw) {
                 vec w0 = LOAD(wp), w1 = LOAD(wp + VL);
-                float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
-                c00 += x0 * w0; c01 += x0 * w1;
-                c10 += x1 * w0; c11 += x1 * w1;
-                c20 += x2 * w0; c21 += x2 * w1;
-                c30 += x3 * w0; c31 += x3 * w1;
+                for (int r = 0; r < MR; r++) {
+                    float x = ar[(size_t)r * lda + k];
+                    c0[r] += x * w0;
+                    c1[r] += x * w1;
+                }
             }
-            STORE(o0 + n, c00); STORE(o1 + n, c10); STORE(o2 + n, c20); STORE(o3 + n, c30);
-            STORE(o0 + n + VL, c01); STORE(o1 + n + VL, c11);
-            STORE(o2 + n + VL, c21); STORE(o3 + n + VL, c31);
+            for (int r = 0; r < MR; r++) {
+                STORE(o + (size_t)r * ldo, c0[r]);
+                STORE(o + (size_t)r * ldo + VL, c1[r]);
+            }
         }
-        for (; n + VL <= N; n += VL) {
-            vec c0 = LOAD(o0 + n), c1 = LOAD(o1 + n), c2 = LOAD(o2 + n), c3 = LOAD(o3 + n);
+        for (; m < M; m++) {
+            const float *ar = a + (size_t)m * lda;
+            float *o = out + (size_t)m * ldo + n;
+            vec c0 = LOAD(o), c1 = LOAD(o + VL);
             const float *wp = w + n;
             for (int k = 0; k < K; k++, wp += ldw) {
-                vec w0 = LOAD(wp);
-                c0 += a0[k] * w0; c1 += a1[k] * w0; c2 += a2[k] * w0; c3 += a3[k] * w0;
+                c0 += ar[k] * LOAD(wp);
+                c1 += ar[k] * LOAD(wp + VL);
             }
-            STORE(o0 + n, c0); STORE(o1 + n, c1); STORE(o2 + n, c2); STORE(o3 + n, c3);
-        }
-        for (; n < N; n++) {
-            float s0 = o0[n], s1 = o1[n], s2 = o2[n], s3 = o3[n];
-            for (int k = 0; k < K; k++) {
-                float wv = w[(size_t)k * ldw + n];
-                s0 += a0[k] * wv; s1 += a1[k] * wv; s2 += a2[k] * wv; s3 += a3[k] * wv;
-            }
-            o0[n] = s0; o1[n] = s1; o2[n] = s2; o3[n] = s3;
+            STORE(o, c0);
+            STORE(o + VL, c1);
         }
     }
-    for (; m < M; m++) {
-        const float *ar = a + (size_t)m * lda;
-        float *o = out + (size_t)m * ldo;
-        int n = 0;
-        for (; n + VL <= N; n += VL) {
-            vec c = LOAD(o + n);
+    for (; n + VL <= N; n += VL) {
+        for (int m = 0; m < M; m++) {
+            const float *ar = a + (size_t)m * lda;
+            float *o = out + (size_t)m * ldo + n;
+            vec c = LOAD(o);
             const float *wp = w + n;
             for (int k = 0; k < K; k++, wp += ldw) c += ar[k] * LOAD(wp);
-            STORE(o + n, c);
-        }
-        for (; n < N; n++) {
-            float s = o[n];
-            for (int k = 0; k < K; k++) s += ar[k] * w[(size_t)k * ldw + n];
-            o[n] = s;
+            STORE(o, c);
         }
     }
+    for (; n < N; n++) {
+        for (int m = 0; m < M; m++) {
+            const float *ar = a + (size_t)m * lda;
+            float s = out[(size_t)m * ldo + n];
+            for (int k = 0; k < K; k++) s += ar[k] * w[(size_t)k * ldw + n];
+            out[(size_t)m * ldo + n] = s;
+        }
+    }
+}
+
+/* gemm_block over blocks of KC rows of w, so that a column block's slice stays in L1. */
+#define KC 256
+static void gemm_acc(int M, int K, int N, const float *a, int lda, const float *w, int ldw,
+                     float *out, int ldo) {
+    for (int k = 0; k < K; k += KC)
+        gemm_block(M, K - k < KC ? K - k : KC, N, a + k, lda, w + (size_t)k * ldw, ldw, out, ldo);
 }
 
 /* out[N, M] = w[M, N]^T, in 8 x 8 blocks written row by row (2x faster than 16 x 16 here). */

@@ -32,7 +32,8 @@ def _pointers(*tensors: Tensor) -> list[int]:
     return [tensor.data_ptr() for tensor in tensors]
 
 
-_frozen: dict[int, tuple[Tensor, Tensor]] | None = None  # id(W_hh) -> (W_hh, W_hh^T)
+_frozen: dict[tuple, tuple[tuple[Tensor, ...], Tensor]] | None = None
+"""Inside :func:`frozen_weights`: ``(what, id(source), ...) -> (sources, derived tensor)``."""
 
 
 @contextmanager
@@ -54,15 +55,23 @@ def frozen_weights() -> Iterator[None]:
         _frozen = None
 
 
+def _cached(what: str, make, *sources: Tensor) -> Tensor:
+    """``make(*sources)``, computed once per :func:`frozen_weights` block (always outside one)."""
+    if _frozen is None:
+        return make(*sources)
+    key = (what, *map(id, sources))
+    hit = _frozen.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], sources, strict=True)):
+        hit = _frozen[key] = (sources, make(*(source.detach() for source in sources)))
+    return hit[1]
+
+
 def _recurrent_weight(weight: Tensor) -> tuple[int, Tensor]:
     """``(transposed, W)`` for a forward kernel: ``W_hh^T`` cached inside
     :func:`frozen_weights`, else ``W_hh`` for the kernel to transpose."""
     if _frozen is None:
         return 0, weight.contiguous()
-    hit = _frozen.get(id(weight))
-    if hit is None or hit[0] is not weight:
-        hit = _frozen[id(weight)] = (weight, weight.detach().t().contiguous())
-    return 1, hit[1]
+    return 1, _cached("transpose", lambda w: w.t().contiguous(), weight)
 
 
 def _flat_keep(keep: Tensor) -> Tensor:
@@ -75,7 +84,8 @@ class NativeLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
-        gates = linear(x.flatten(0, 1), weight_ih, bias_ih + bias_hh).contiguous()  # (T*B, 4H)
+        bias = _cached("bias", torch.add, bias_ih, bias_hh)
+        gates = linear(x.flatten(0, 1), weight_ih, bias).contiguous()  # (T*B, 4H)
         h0, c0, keep_2d = h0.contiguous(), c0.contiguous(), _flat_keep(keep)
         y = x.new_empty(steps, batch, hidden)
         c_all = torch.empty_like(y)
