@@ -78,7 +78,14 @@ def run_recurrl(
             "name": "bench",
             "device": device,
             "env": {"id": env_id, "num_envs": num_envs, "vectorization": vectorization},
-            "policy": {"core": "lstm", "hidden_size": 128, "encoder_sizes": [64]},
+            # sb3-contrib's MlpLstmPolicy: observation -> LSTM 128 -> MLP [64, 64] (tanh), for
+            # the actor and the critic each.
+            "policy": {
+                "core": "lstm",
+                "hidden_size": 128,
+                "encoder_sizes": [],
+                "head_sizes": [64, 64],
+            },
             "ppo": {
                 "total_steps": steps + num_envs * 128,  # + one warm-up update
                 "rollout_len": 128,
