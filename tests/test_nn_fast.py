@@ -247,3 +247,12 @@ def test_input_without_gradient(cls):
         reference(x, None, episode_start)[0].sum(), list(reference.parameters())
     )
     assert_all_close(list(grads), list(grads_ref), 1e-10)
+
+
+def test_onednn_probe_leaves_the_global_random_stream_alone(monkeypatch):
+    """The probe runs at the first product big enough for oneDNN, in the middle of a run; drawing
+    from torch's global generator there made a process's first run differ from its later ones."""
+    monkeypatch.setattr(matmul, "_onednn_works", None)
+    before = torch.get_rng_state()
+    matmul.onednn_available()
+    assert torch.equal(torch.get_rng_state(), before)

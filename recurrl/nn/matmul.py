@@ -47,8 +47,10 @@ def onednn_available() -> bool:
         linear = _onednn_linear()
         if linear is not None and torch.backends.mkldnn.is_available():
             try:
-                with torch.no_grad():
-                    x, weight = torch.randn(3, 5), torch.randn(4, 5)
+                with torch.no_grad():  # own generator: the probe must not move the global one
+                    generator = torch.Generator().manual_seed(0)
+                    x = torch.randn(3, 5, generator=generator)
+                    weight = torch.randn(4, 5, generator=generator)
                     result = linear(x, weight, None, "none", [], "")
                     _onednn_works = torch.allclose(result, x @ weight.t(), atol=1e-5)
             except RuntimeError:
