@@ -54,6 +54,17 @@ def named_leaves(obs: Any, name: str = "observation") -> Iterator[tuple[str, np.
         yield name, np.asarray(obs)
 
 
+def all_finite(obs: Any) -> bool:
+    """Whether no float array in ``obs`` (an array, or nested ``dict`` / ``tuple`` of them, the
+    leaves :func:`named_leaves` visits) holds NaN or inf."""
+    if isinstance(obs, dict):
+        return all(all_finite(value) for value in obs.values())
+    if isinstance(obs, tuple):
+        return all(all_finite(value) for value in obs)
+    array = np.asarray(obs)
+    return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
+
+
 def nonfinite_rows(
     values: dict[str, Any], num_envs: int, index: np.ndarray | None = None
 ) -> tuple[np.ndarray, str]:
@@ -120,23 +131,30 @@ class GuardedEnvs:
             message = describe_env_error(self.env_id, error, "stepping", where)
             raise EnvStepError(message) from error
 
-    def nonfinite(self, next_obs, reward, truncated, info: dict, where: str) -> np.ndarray:
-        """Rows ``[B]`` with a NaN / inf reward, observation or bootstrapped final observation.
+    def nonfinite(self, next_obs, reward, truncated, info: dict, where: str) -> np.ndarray | None:
+        """Rows ``[B]`` with a NaN / inf reward, observation or bootstrapped final observation,
+        or ``None`` when all are finite (checked first, without locating anything).
 
         Raises:
             NonFiniteError: there are some and ``skip_nonfinite`` is off.
         """
-        num_envs = self.envs.num_envs
-        bad, what = nonfinite_rows(
-            {"reward": np.asarray(reward), "observation": next_obs}, num_envs
-        )
+        reward = np.asarray(reward)
+        final, rows = None, None
         if self.bootstrap_final and truncated.any():
             rows = np.flatnonzero(truncated)
-            final = {"final observation": final_observations(info, rows)}
-            final_bad, final_what = nonfinite_rows(final, len(rows), index=rows)
+            final = final_observations(info, rows)
+        if all_finite(reward) and all_finite(next_obs) and (final is None or all_finite(final)):
+            return None
+        values = {"reward": reward, "observation": next_obs}
+        bad, what = nonfinite_rows(values, self.envs.num_envs)
+        if final is not None:
+            named = {"final observation": final}
+            final_bad, final_what = nonfinite_rows(named, len(rows), index=rows)
             bad[rows[final_bad]] = True
             what = what or final_what
-        if bad.any() and not self.skip_nonfinite:
+        if not bad.any():  # all_finite and nonfinite_rows visit the same leaves; be safe anyway
+            return None
+        if not self.skip_nonfinite:
             raise NonFiniteError(
                 f"env {self.env_id} returned {what} {where}; set env.skip_nonfinite=true to mask "
                 f"such steps out of training and reset that env instead"

@@ -1,4 +1,5 @@
-"""Rollout collection (advantages and reward scaling: :mod:`recurrl.returns`).
+"""Rollout collection (advantages and reward scaling: :mod:`recurrl.returns`; the host arrays the
+loop writes what the env returns into: :mod:`recurrl.host_buffers`).
 
 :class:`Collector` steps a Gymnasium ``VectorEnv`` with the policy for ``T`` steps, carrying the
 recurrent state across steps and rollouts, and returns a :class:`Rollout` of ``[T, B]`` tensors
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from recurrl.env_checks import GuardedEnvs, final_observations
+from recurrl.host_buffers import HostBuffers, from_host
 from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
@@ -163,13 +165,15 @@ class Collector:
         """Step every env ``T`` times; return the rollout with bootstrap values filled in.
 
         The buffers are allocated outside inference mode (so the update may use them in autograd)
-        and filled inside it. The previous rollout's raw rewards are folded into the policy's
-        previous-reward statistics first (after its update, before this rollout acts).
+        and filled inside it: what comes from the env through :class:`HostBuffers`, the policy's
+        outputs stacked once at the end. The previous rollout's raw rewards are folded into the
+        policy's previous-reward statistics first (after its update, before this rollout acts).
         """
         self.fold_rewards()
         buf = self._buffers()
+        host = HostBuffers(buf)
         with torch.inference_mode(), frozen_weights():  # no update while acting
-            rollout = self._fill(buf)
+            rollout = self._fill(buf, host)
         rollout.chunk_states = tuple(s.clone() for s in rollout.chunk_states)  # normal tensors
         return rollout
 
@@ -184,41 +188,42 @@ class Collector:
             self.policy.update_reward_statistics(torch.as_tensor(rewards, device=self.device))
             self.unseen_rewards = []
 
-    def _fill(self, buf: dict[str, Tensor]) -> Rollout:
+    def _fill(self, buf: dict[str, Tensor], host: HostBuffers) -> Rollout:
         T, L = self.rollout_len, self.bptt_len
+        dtype = host.episode_start.dtype  # the policy's float dtype, as NumPy's
+        head = self.policy.head
         chunk_states: list[State] = []
+        actions, log_probs, values = [], [], []
+        raw_rewards = np.zeros((T, self.num_envs))  # (T, B) for the previous-reward statistics
         returns: list[float] = []
         lengths: list[int] = []
         skipped = 0
+        inputs = self._host_inputs()
         for t in range(T):
             if t % L == 0:
                 chunk_states.append(self.state)
             valid = ~self.pending_reset
-            buf["obs"][t] = self.obs
-            buf["prev_actions"][t] = self.prev_action
-            buf["prev_rewards"][t] = self.prev_reward
-            buf["episode_start"][t] = self.episode_start
-            buf["valid"][t] = torch.as_tensor(valid)
+            host.write_inputs(t, *inputs, valid)
             previous = (self.prev_action, self.prev_reward)
             out = self.policy.step(self.obs, self.state, self.episode_start, False, *previous)
-            env_action = self.policy.head.to_env(out.action.cpu().numpy())
+            actions.append(out.action)
+            log_probs.append(out.log_prob)
+            values.append(out.value)
+            env_action = head.to_env(out.action.cpu().numpy())
             where = self._where(t)
             next_obs, reward, terminated, truncated, info = self.guard.step(env_action, where)
             bad = self.guard.nonfinite(next_obs, reward, truncated, info, where)
-            if bad.any():
+            if bad is not None:
                 next_obs, reward, terminated, truncated = self._skip_nonfinite(
-                    buf, t, bad, out.value, reward, terminated, truncated
+                    buf, host, t, bad, out.value, reward, terminated, truncated
                 )
                 valid = valid & ~bad
-                buf["valid"][t] = torch.as_tensor(valid)
+                host.valid[t] = valid
                 skipped += int(bad.sum())
-            self.prev_action = torch.as_tensor(env_action, device=self.device)
-            self.prev_reward = torch.as_tensor(reward, device=self.device, dtype=self.policy.dtype)
-            buf["actions"][t] = out.action
-            buf["log_probs"][t] = out.log_prob
-            buf["values"][t] = out.value
-            done = self._store_outcome(buf, t, reward, terminated, truncated, valid)
-            self.unseen_rewards.append(np.asarray(reward, dtype=np.float64)[valid])
+            self.prev_action = from_host(env_action, self.device)
+            self.prev_reward = from_host(reward, self.device, dtype)
+            raw_rewards[t] = reward
+            done = self._store_outcome(host, t, reward, terminated, truncated, valid)
             self._count_episodes(reward, done, valid, returns, lengths)
             if self.next_step_autoreset:
                 next_start = self.pending_reset  # after a reset-only step comes a new episode
@@ -226,25 +231,20 @@ class Collector:
             else:
                 next_start = done
                 if truncated.any():
-                    rows = np.flatnonzero(truncated)
-                    buf["bootstrap"][t, rows] = self._final_values(info, rows, out.state)
-            if bad.any():
+                    ended = np.flatnonzero(truncated)
+                    buf["bootstrap"][t, ended] = self._final_values(info, ended, out.state)
+            if bad is not None:
                 next_start = np.logical_or(next_start, bad)  # the env was reset
                 self._forget_episodes(bad)
             self.state = out.state
             self.obs = as_observation(next_obs, self.device)
-            self.episode_start = torch.as_tensor(
-                next_start, dtype=self.policy.dtype, device=self.device
-            )
-        next_values = buf.pop("bootstrap")  # (T, B); truncated rows already hold V(final obs)
-        last_value = self.policy.value(
-            self.obs, self.state, self.episode_start, self.prev_action, self.prev_reward
-        )
-        following = torch.cat([buf["values"][1:], last_value.unsqueeze(0)])  # (T, B)
-        if self.next_step_autoreset:
-            next_values.copy_(following)  # the final obs's value is the next stored value
-        else:
-            next_values.copy_(torch.where(buf["truncated"].bool(), next_values, following))
+            self.episode_start = from_host(next_start, self.device, dtype)
+            inputs = (next_obs, env_action, reward, next_start)
+        for name, parts in (("actions", actions), ("log_probs", log_probs), ("values", values)):
+            buf[name].copy_(torch.stack(parts))  # (T, B, ...)
+        host.upload()
+        self.unseen_rewards.append(raw_rewards[host.valid > 0])  # time-major, valid steps only
+        next_values = self._next_values(buf)
         stacked_states = tuple(torch.stack(parts) for parts in zip(*chunk_states, strict=True))
         return Rollout(
             **buf,
@@ -255,10 +255,32 @@ class Collector:
             nonfinite_steps=skipped,
         )
 
+    def _next_values(self, buf: dict[str, Tensor]) -> Tensor:
+        """``V`` of the observation after each step, ``[T, B]``: the next stored value (the
+        current observation's after the last step), or the bootstrap of a SAME_STEP truncation.
+        Takes ``buf["bootstrap"]``, whose truncated rows already hold ``V(final obs)``."""
+        next_values = buf.pop("bootstrap")  # (T, B)
+        last_value = self.policy.value(
+            self.obs, self.state, self.episode_start, self.prev_action, self.prev_reward
+        )
+        following = torch.cat([buf["values"][1:], last_value.unsqueeze(0)])  # (T, B)
+        if self.next_step_autoreset:
+            next_values.copy_(following)  # the final obs's value is the next stored value
+        else:
+            next_values.copy_(torch.where(buf["truncated"].bool(), next_values, following))
+        return next_values
+
+    def _host_inputs(self) -> tuple:
+        """The policy's next inputs as host arrays: ``(obs, prev_action, prev_reward,
+        episode_start)``, as :meth:`HostBuffers.write_inputs` takes them."""
+        obs = self.obs.data if isinstance(self.obs, TensorTree) else self.obs
+        live = (obs, self.prev_action, self.prev_reward, self.episode_start)
+        return tree_map(lambda x: x.cpu().numpy(), live)
+
     def _where(self, t: int) -> str:
         return f"at rollout step {t} after global step {self.global_step:,}"
 
-    def _skip_nonfinite(self, buf, t: int, bad, value, reward, terminated, truncated):
+    def _skip_nonfinite(self, buf, host, t: int, bad, value, reward, terminated, truncated):
         """Mask out step ``t`` of the ``bad`` rows, cut their episodes before it, reset them.
 
         The transition gets ``valid = 0`` and reward 0 (it never trains); the previous step,
@@ -270,11 +292,12 @@ class Collector:
             ``(next_obs, reward, terminated, truncated)`` with the bad rows replaced.
         """
         if t > 0:
-            rows = torch.as_tensor(np.flatnonzero(bad), device=self.device)
-            ended = buf["terminated"][t - 1, rows] + buf["truncated"][t - 1, rows]
-            cut = rows[(buf["valid"][t - 1, rows] > 0) & (ended == 0)]
-            buf["truncated"][t - 1, cut] = 1.0
-            buf["bootstrap"][t - 1, cut] = value[cut]
+            cut = np.flatnonzero(bad)
+            ended = host.terminated[t - 1, cut] + host.truncated[t - 1, cut]
+            cut = cut[(host.valid[t - 1, cut] > 0) & (ended == 0)]
+            host.truncated[t - 1, cut] = 1.0
+            index = torch.as_tensor(cut, device=self.device)
+            buf["bootstrap"][t - 1, index] = value[index]
         next_obs = self.guard.reset_rows(bad, self._where(t))
         reward = np.where(bad, 0.0, reward)
         return next_obs, reward, terminated & ~bad, truncated & ~bad
@@ -287,14 +310,14 @@ class Collector:
         if self.reward_scaler is not None:
             self.reward_scaler.discounted[rows] = 0.0
 
-    def _store_outcome(self, buf, t: int, reward, terminated, truncated, valid) -> np.ndarray:
+    def _store_outcome(self, host, t: int, reward, terminated, truncated, valid) -> np.ndarray:
         """Store step ``t``'s (scaled) reward and episode ends; returns ``done`` ``[B]``."""
         done = np.logical_or(terminated, truncated)
         if self.reward_scaler is not None:
             reward = self.reward_scaler(reward, done & valid, valid)
-        buf["rewards"][t] = torch.as_tensor(reward)
-        buf["terminated"][t] = torch.as_tensor(terminated)
-        buf["truncated"][t] = torch.as_tensor(truncated)
+        host.rewards[t] = reward
+        host.terminated[t] = terminated
+        host.truncated[t] = truncated
         return done
 
     def _final_values(self, info: dict, rows: np.ndarray, state: State) -> Tensor:
@@ -313,11 +336,12 @@ class Collector:
     def _count_episodes(self, reward, done, valid, returns: list, lengths: list) -> None:
         self.running_return += np.where(valid, reward, 0.0)
         self.running_length += valid
-        finished = np.flatnonzero(done & valid)
-        returns.extend(self.running_return[finished].tolist())
-        lengths.extend(self.running_length[finished].tolist())
-        self.running_return[finished] = 0.0
-        self.running_length[finished] = 0
+        finished = done & valid
+        if np.count_nonzero(finished):
+            returns.extend(self.running_return[finished].tolist())
+            lengths.extend(self.running_length[finished].tolist())
+            self.running_return[finished] = 0.0
+            self.running_length[finished] = 0
 
     def state_dict(self) -> dict:
         """The live state between rollouts, as tensors and plain data (for exact resume).
