@@ -228,3 +228,23 @@ def test_reset_equivalence_property(kind, num_layers, steps, batch, mask_bits, s
     bits = [(mask_bits >> i) & 1 for i in range(steps * batch)]
     episode_start = torch.tensor(bits, dtype=torch.bool).view(steps, batch)
     assert_reset_equivalence(core, x, state, episode_start, 1e-10)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_step_equals_forward_over_one_step(cls, frozen):
+    """``step`` (acting: the native kernels called directly) == ``forward`` on ``x[None]``."""
+    from recurrl.nn.native import frozen_weights
+
+    torch.manual_seed(3)
+    core = cls(5, 9, num_layers=2)
+    x, start = torch.randn(4, 5), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    state = core.initial_state(4)
+    state = tuple(torch.randn_like(s) for s in state) if cls is LSTM else torch.randn_like(state)
+    with torch.no_grad(), frozen_weights() if frozen else torch.no_grad():
+        y, after = core.step(x, state, start)
+        y_ref, after_ref = core(x[None], state, start[None])
+    assert torch.equal(y, y_ref[0])
+    pairs = zip(after, after_ref, strict=True) if cls is LSTM else [(after, after_ref)]
+    for got, want in pairs:
+        assert torch.equal(got, want)

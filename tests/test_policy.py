@@ -140,3 +140,45 @@ def test_mlp_keeps_sequential_names_and_results():
     x = torch.randn(3, 6)
     assert torch.equal(module(x), torch.nn.Sequential(*module)(x))
     assert torch.equal(mlp(6, [], "relu")[0](x), x)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"core": "lstm"},
+        {"core": "gru", "num_layers": 2},
+        {"core": "lstm", "shared_core": True, "prev_action": True, "prev_reward": True},
+        {"core": "lstm", "layer_norm": True},
+        {"core": "gru", "learned_initial_state": True},
+        {"core": "none"},
+    ],
+    ids=["lstm", "gru-2-layers", "shared-previous", "layer-norm", "learned-initial", "none"],
+)
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "grad"])
+def test_step_equals_forward_over_one_step(options, grad):
+    """Acting's one-step path (native kernels called directly) gives forward's numbers exactly,
+    resets included, for the action draw, log-prob, value and state."""
+    from recurrl.nn.native import frozen_weights
+
+    env = gym.make("recurrl/CartPoleNoVelocity-v0")
+    policy = ActorCritic(
+        env.observation_space, env.action_space, PolicyConfig(hidden_size=12, **options)
+    )
+    torch.manual_seed(4)
+    batch = 5
+    state = tuple(torch.randn_like(s) for s in policy.initial_state(batch))
+    obs, start = torch.randn(batch, 2), torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    prev_action, prev_reward = torch.tensor([0, 1, 1, 0, 1]), torch.randn(batch)
+    with torch.set_grad_enabled(grad), frozen_weights():
+        torch.manual_seed(5)
+        step = policy.step(obs, state, start, False, prev_action, prev_reward)
+        value = policy.value(obs, state, start, prev_action, prev_reward)
+        torch.manual_seed(5)
+        dist, values, after = policy(
+            obs[None], state, start[None], prev_action[None], prev_reward[None]
+        )
+        action = policy.head.sample(dist)
+    assert torch.equal(step.action, action[0])
+    assert torch.equal(step.log_prob, policy.head.log_prob(dist, action)[0])
+    assert torch.equal(step.value, values[0]) and torch.equal(value, values[0])
+    assert all(torch.equal(a, b) for a, b in zip(step.state, after, strict=True))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from recurrl.nn import fused, native, reference
+from recurrl.nn.native import step as native_step
 
 LSTMState = tuple[Tensor, Tensor]
 IMPLEMENTATIONS = ("auto", "native", "fused", "reference")
@@ -166,6 +167,12 @@ class _RecurrentBase(nn.Module):
             )
         return impl
 
+    def _native_step(self, x: Tensor) -> bool:
+        """Whether :meth:`step` can call the native kernels directly (no autograd, native)."""
+        if torch.is_grad_enabled() or x.dim() != 2 or x.shape[-1] != self.input_size:
+            return False  # forward records gradients, or checks and reports the shape
+        return self._implementation(x.unsqueeze(0)) == "native"
+
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -211,6 +218,26 @@ class LSTM(_RecurrentBase):
             cs.append(c)
         return y, (_stack(hs), _stack(cs))
 
+    def step(self, x: Tensor, state: LSTMState, episode_start: Tensor) -> tuple[Tensor, LSTMState]:
+        """One step for acting: ``x[B, I]``, ``episode_start[B]`` -> ``(y[B, H], (h, c))``.
+
+        The same numbers as ``forward(x[None], state, episode_start[None])`` (tested), with the
+        native kernels called directly when no gradient is being recorded.
+        """
+        if not self._native_step(x):
+            y, state = self(x.unsqueeze(0), state, episode_start.unsqueeze(0))
+            return y[0], state
+        keep = (1.0 - episode_start.to(x.dtype)).contiguous()
+        h0, c0 = state
+        hs, cs = [], []
+        y = x.contiguous()
+        for layer in range(self.num_layers):
+            h, c = h0[layer].contiguous(), c0[layer].contiguous()
+            y, c = native_step.lstm_step(y, h, c, keep, *self.layer_weights(layer))
+            hs.append(y)
+            cs.append(c)
+        return y, (_stack(hs), _stack(cs))
+
 
 class GRU(_RecurrentBase):
     """Reset-aware multi-layer GRU with ``torch.nn.GRU``'s parameter layout.
@@ -239,4 +266,18 @@ class GRU(_RecurrentBase):
         for layer in range(self.num_layers):
             y, h = run_layer(y, state[layer], keep, *self.layer_weights(layer))
             hs.append(h)
+        return y, _stack(hs)
+
+    def step(self, x: Tensor, state: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
+        """One step for acting: as :meth:`LSTM.step`, state ``h``."""
+        if not self._native_step(x):
+            y, state = self(x.unsqueeze(0), state, episode_start.unsqueeze(0))
+            return y[0], state
+        keep = (1.0 - episode_start.to(x.dtype)).contiguous()
+        hs = []
+        y = x.contiguous()
+        for layer in range(self.num_layers):
+            h = state[layer].contiguous()
+            y = native_step.gru_step(y, h, keep, *self.layer_weights(layer))
+            hs.append(y)
         return y, _stack(hs)

@@ -237,15 +237,47 @@ class ActorCritic(nn.Module):
     ) -> tuple[Any, Tensor, State]:
         """Run ``obs[T, B, ...]``; returns ``(action distribution, value[T, B], state)``."""
         features = self._encode(obs, episode_start, prev_action, prev_reward)
+        return self._cores_and_heads(features, state, episode_start, self._action_mask(obs))
+
+    def _cores_and_heads(
+        self,
+        features: Tensor,
+        state: State,
+        episode_start: Tensor,
+        mask: Tensor | None,
+        one_step: bool = False,
+    ) -> tuple[Any, Tensor, State]:
+        """``features[T, B, F]`` (``[B, F]`` with ``one_step``: the cores' ``step``) ->
+        ``(action distribution, value, state)``."""
         actor_state, critic_state = state[: self._num_actor_state], state[self._num_actor_state :]
-        actor_out, actor_state = self.actor_core(features, actor_state, episode_start)
-        if self.critic_core is None:
+        actor, critic = self.actor_core, self.critic_core
+        if one_step:
+            actor, critic = actor.step, critic and critic.step
+        actor_out, actor_state = actor(features, actor_state, episode_start)
+        if critic is None:
             critic_out = actor_out
         else:
-            critic_out, critic_state = self.critic_core(features, critic_state, episode_start)
-        value = self.value_head(self.critic_mlp(critic_out)).squeeze(-1)  # (T, B)
-        dist = self.head(self.actor_mlp(actor_out), self._action_mask(obs))
+            critic_out, critic_state = critic(features, critic_state, episode_start)
+        value = self.value_head(self.critic_mlp(critic_out)).squeeze(-1)  # (T, B) or (B)
+        dist = self.head(self.actor_mlp(actor_out), mask)
         return dist, value, tuple(actor_state) + tuple(critic_state)
+
+    def _step(
+        self,
+        obs: Observation,
+        state: State,
+        episode_start: Tensor,
+        prev_action: Tensor | None,
+        prev_reward: Tensor | None,
+    ) -> tuple[Any, Tensor, State]:
+        """:meth:`forward` for one step, ``obs[B, ...]``: the same numbers (tested), through the
+        cores' one-step path."""
+        obs = _unsqueeze(obs)
+        previous = (_unsqueeze(prev_action), _unsqueeze(prev_reward))
+        features = self._encode(obs, episode_start.unsqueeze(0), *previous)[0]  # (B, F)
+        mask = self._action_mask(obs)
+        mask = None if mask is None else mask[0]
+        return self._cores_and_heads(features, state, episode_start, mask, one_step=True)
 
     def evaluate_actions(
         self,
@@ -272,15 +304,9 @@ class ActorCritic(nn.Module):
         prev_reward: Tensor | None = None,
     ) -> StepOutput:
         """One step for ``B`` envs: ``obs[B, ...]``, ``episode_start[B]``."""
-        dist, value, state = self(
-            _unsqueeze(obs),
-            state,
-            episode_start.unsqueeze(0),
-            _unsqueeze(prev_action),
-            _unsqueeze(prev_reward),
-        )
+        dist, value, state = self._step(obs, state, episode_start, prev_action, prev_reward)
         action = self.head.mode(dist) if deterministic else self.head.sample(dist)
-        return StepOutput(action[0], self.head.log_prob(dist, action)[0], value[0], state)
+        return StepOutput(action, self.head.log_prob(dist, action), value, state)
 
     def value(
         self,
@@ -291,14 +317,7 @@ class ActorCritic(nn.Module):
         prev_reward: Tensor | None = None,
     ) -> Tensor:
         """Values ``[B]`` of ``obs[B, ...]`` reached with ``state`` (bootstrapping)."""
-        out = self(
-            _unsqueeze(obs),
-            state,
-            episode_start.unsqueeze(0),
-            _unsqueeze(prev_action),
-            _unsqueeze(prev_reward),
-        )
-        return out[1][0]
+        return self._step(obs, state, episode_start, prev_action, prev_reward)[1]
 
     # --- user-facing acting -----------------------------------------------------------------
 

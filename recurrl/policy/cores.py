@@ -2,13 +2,17 @@
 
 ``core(x[T, B, F], state, episode_start[T, B]) -> (y[T, B, H], state)`` where ``state`` is always
 a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU, ``()`` for the
-memoryless core. Acting is the same call with ``T = 1``.
+memoryless core. Acting uses ``core.step(x[B, F], state, episode_start[B]) -> (y[B, H], state)``,
+the same computation as the call with ``T = 1`` (tested), through the native kernels' one-step
+path where they run.
 
 Options: ``layer_norm`` swaps in the layer-normalised cells of :mod:`recurrl.policy.layernorm`;
 ``learned_initial_state`` wraps a core in :class:`LearnedInitialState`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +62,10 @@ class LSTMCore(nn.Module):
         y, (h, c) = self.rnn(x, (state[0], state[1]), episode_start)
         return y, (h, c)
 
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, (h, c) = _step(self.rnn, x, (state[0], state[1]), episode_start)
+        return y, (h, c)
+
 
 class GRUCore(nn.Module):
     def __init__(
@@ -75,6 +83,10 @@ class GRUCore(nn.Module):
         y, h = self.rnn(x, state[0], episode_start)
         return y, (h,)
 
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = _step(self.rnn, x, state[0], episode_start)
+        return y, (h,)
+
 
 class FeedForwardCore(nn.Module):
     """Memoryless baseline: one Linear + activation of the same width, no state."""
@@ -90,6 +102,9 @@ class FeedForwardCore(nn.Module):
         return ()
 
     def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        return self.net(x), ()
+
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
         return self.net(x), ()
 
 
@@ -131,6 +146,19 @@ class LearnedInitialState(nn.Module):
             y, state = self.core(x[begin:end], state, no_reset[begin:end])
             outputs.append(y)
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0], state
+
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, state = self(x.unsqueeze(0), state, episode_start.unsqueeze(0))
+        return y[0], state
+
+
+def _step(cell: nn.Module, x: Tensor, state: Any, episode_start: Tensor) -> tuple[Tensor, Any]:
+    """One step of ``cell`` for rows ``x[B, F]``: its ``step`` where it has one (the native
+    kernels' one-step path), else its forward over a sequence of one."""
+    if isinstance(cell, rnn.LSTM | rnn.GRU):
+        return cell.step(x, state, episode_start)
+    y, state = cell(x.unsqueeze(0), state, episode_start.unsqueeze(0))
+    return y[0], state
 
 
 def make_core(
