@@ -39,6 +39,7 @@ from recurrl.errors import (
 )
 from recurrl.evaluate import evaluate
 from recurrl.make_env import make_vector_env
+from recurrl.optim import make_optimizer
 from recurrl.policy import ActorCritic
 from recurrl.resume import (
     GracefulStop,
@@ -135,7 +136,7 @@ class Trainer:
             config.policy,
             normalize_obs=config.env.normalize_obs,
         ).to(self.device)
-        self.optimizer = ppo.make_optimizer(self.policy, config.ppo)
+        self.optimizer = make_optimizer(self.policy, config.ppo)
         reward_scaler = None
         if config.env.normalize_reward:
             reward_scaler = RewardScaler(self.envs.num_envs, config.ppo.gamma)
