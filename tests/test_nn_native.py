@@ -17,6 +17,7 @@ from recurrl.nn import GRU, LSTM, matmul, native
 from recurrl.nn.cores import resolve_impl
 from recurrl.nn.native import build
 from recurrl.nn.native import layers as native_layers
+from recurrl.nn.native import ops as native_ops
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason=f"native kernels unavailable: {native.unavailable_reason()}"
@@ -252,3 +253,27 @@ def test_unwritable_cache_falls_back_to_the_temp_dir(tmp_path):
     code = "from recurrl.nn.native import build; print(build.build())"
     path = run_python(code, RECURRL_CACHE_DIR=str(blocked / "cache")).strip()
     assert path != "None" and not path.startswith(str(blocked)) and os.path.exists(path)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "shape", [(128, 512), (512, 128), (37, 13), (1, 9), (9, 1), (8, 8), (0, 4)]
+)
+def test_native_transpose_equals_torch(shape):
+    matrix = torch.randn(shape)
+    assert torch.equal(native_ops.transpose(matrix), matrix.t().contiguous())
+    view = torch.randn(shape[1], shape[0]).t()  # non-contiguous input
+    assert torch.equal(native_ops.transpose(view), view.t().contiguous())
+
+
+@needs_native
+def test_weight_grad_with_the_native_transpose_equals_torchs(monkeypatch):
+    """What the native layers' backward computes dW_hh with, bit for bit."""
+    if not matmul.onednn_available():
+        pytest.skip("oneDNN product not available in this torch build")
+    grad, inputs = torch.randn(256, 512), torch.randn(256, 128)
+    for min_macs in (0, 1 << 62):  # oneDNN with its transposed copies; torch.mm without
+        monkeypatch.setattr(matmul, "ONEDNN_MIN_MACS", min_macs)
+        ours = matmul.weight_grad(grad, inputs, native_ops.transpose)
+        assert ours.is_contiguous() and torch.equal(ours, matmul.weight_grad(grad, inputs))
+    torch.testing.assert_close(ours, grad.t() @ inputs, rtol=1e-4, atol=1e-4)

@@ -103,8 +103,18 @@ def linear_bias_for(like: Tensor, macs: int) -> Callable[[Tensor, Tensor, Tensor
     return lambda x, weight, bias: torch.addmm(bias, x, weight.t())
 
 
-def weight_grad(grad_out: Tensor, inputs: Tensor) -> Tensor:
-    """Gradient of a weight: ``grad_out[M, N]^T @ inputs[M, K]`` -> ``[N, K]`` (contiguous)."""
+def weight_grad(
+    grad_out: Tensor, inputs: Tensor, transpose: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
+    """Gradient of a weight: ``grad_out[M, N]^T @ inputs[M, K]`` -> ``[N, K]`` (contiguous).
+
+    Args:
+        grad_out: ``[M, N]``; inputs: ``[M, K]``.
+        transpose: ``f(m) = m.t().contiguous()`` for the copies this makes, where one faster
+            than torch's exists (the native kernels': dW_hh of an LSTM layer, 256 x 512 @
+            256 x 128, in 200 us instead of 218, measured inside a PPO minibatch step).
+    """
+    transpose = transpose or _transpose
     rows, columns = inputs.shape
     if not use_onednn(inputs, rows * grad_out.shape[1] * columns, rows):
         return grad_out.t() @ inputs
@@ -113,6 +123,10 @@ def weight_grad(grad_out: Tensor, inputs: Tensor) -> Tensor:
     # (inputs^T @ grad_out)^T: oneDNN wants a contiguous left operand; the transposed right
     # one is repacked for free, and inputs is the smaller of the two to copy.
     product = torch.ops.mkldnn._linear_pointwise(
-        inputs.t().contiguous(), grad_out.t(), None, "none", [], ""
+        transpose(inputs), grad_out.t(), None, "none", [], ""
     )  # (K, N)
-    return product.t().contiguous()
+    return transpose(product)
+
+
+def _transpose(matrix: Tensor) -> Tensor:
+    return matrix.t().contiguous()

@@ -1,7 +1,8 @@
 """Native (C) time loops for the reset-aware LSTM and GRU, built on first use.
 
 See :mod:`recurrl.nn.native.build` (compiling and caching ``kernels.c``) and
-:mod:`recurrl.nn.native.layers` (the autograd Functions). ``impl="auto"`` uses them for float32
+:mod:`recurrl.nn.native.layers` (the autograd Functions); :mod:`recurrl.nn.native.ops` has a
+vectorised tanh and a transpose for whole tensors. ``impl="auto"`` uses them for float32
 on CPU when the library can be built and the per-step product is small enough that a single
 core beats oneDNN (:data:`NATIVE_MAX_MACS`); otherwise the ``fused`` PyTorch implementation.
 """

@@ -24,14 +24,21 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("kernels.c")
-BASE_FLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared"]
+# -fno-trapping-math (as torch is built): without AVX-512's masked operations GCC vectorises the
+# loops with selects (the clamps in exp_f and tanh_accurate_f) only if it may assume no FP traps
+# (measured, AVX2 build on AMD EPYC Zen 5: LSTM 128 -> 128, T = B = 16, forward and backward,
+# 2473 -> 1864 us).
+BASE_FLAGS = ["-O3", "-std=gnu99", "-fno-trapping-math", "-fPIC", "-shared"]
 ARCH_FLAGS = (["-march=native"], [])  # tried in order
 SIGNATURES = {  # name: (int arguments, pointer arguments after them)
     "recurrl_lstm_forward": (4, 8),
     "recurrl_lstm_backward": (3, 10),
     "recurrl_gru_forward": (4, 8),
     "recurrl_gru_backward": (3, 10),
+    "recurrl_tanh": (1, 2),
+    "recurrl_transpose": (2, 2),
 }
+INT_RESULTS = {"recurrl_tanh_is_fast": 0}  # name: int arguments, for functions returning an int
 
 _library: ctypes.CDLL | None = None
 _reason: str | None = None  # why the library is unavailable, once known
@@ -121,6 +128,10 @@ def library() -> ctypes.CDLL | None:
             function = getattr(loaded, name)
             function.argtypes = [ctypes.c_int] * ints + [ctypes.c_void_p] * pointers
             function.restype = None
+        for name, ints in INT_RESULTS.items():
+            function = getattr(loaded, name)
+            function.argtypes = [ctypes.c_int] * ints
+            function.restype = ctypes.c_int
     except (OSError, AttributeError) as error:
         _reason = f"loading {path} failed: {error}"
         return None

@@ -20,6 +20,7 @@ from torch.autograd.function import once_differentiable
 from recurrl.nn.fused.common import column_sums, projection_grads, shifted_state
 from recurrl.nn.matmul import linear, weight_grad
 from recurrl.nn.native.build import library
+from recurrl.nn.native.ops import transpose
 
 
 def supports(x: Tensor) -> bool:
@@ -120,7 +121,7 @@ class NativeLSTMFunction(torch.autograd.Function):
         )
         dx, dweight_ih, dbias = projection_grads(ctx.needs_input_grad[0], dgates, x, weight_ih)
         h_prev = shifted_state(h0, y, keep).flatten(0, 1)  # (T*B, H)
-        dweight_hh = weight_grad(dgates, h_prev)  # (4H, H)
+        dweight_hh = weight_grad(dgates, h_prev, transpose)  # (4H, H)
         return dx, dh, dc, None, dweight_ih, dweight_hh, dbias, dbias
 
 
@@ -167,7 +168,7 @@ class NativeGRUFunction(torch.autograd.Function):
             *_pointers(dh, dgates_x, dgates_h, scratch),
         )
         dx, dweight_ih, dbias_ih = projection_grads(ctx.needs_input_grad[0], dgates_x, x, weight_ih)
-        dweight_hh = weight_grad(dgates_h, h_prev.flatten(0, 1))  # (3H, H)
+        dweight_hh = weight_grad(dgates_h, h_prev.flatten(0, 1), transpose)  # (3H, H)
         return dx, dh, None, dweight_ih, dweight_hh, dbias_ih, column_sums(dgates_h)
 
 
