@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = f"{'library':<14} {'num_envs':>8} {'steps':>9} {'SPS':>10} {'final return':>12} "
     header += f"{'peak MB':>12}"
-    print(f"\n1. {args.env}: 8 envs x 128 steps, LSTM 128, 4 epochs, 4 minibatches\n{header}")
+    print(
+        f"\n1. {args.env}: 8 envs x 128 steps, LSTM 128 + MLP [64, 64] for actor and critic "
+        f"(sb3-contrib MlpLstmPolicy), 4 epochs, 4 minibatches\n{header}"
+    )
     comparison = []
     common = {
         "env_id": args.env,
