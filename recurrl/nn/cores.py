@@ -227,7 +227,7 @@ class LSTM(_RecurrentBase):
         if not self._native_step(x):
             y, state = self(x.unsqueeze(0), state, episode_start.unsqueeze(0))
             return y[0], state
-        keep = (1.0 - episode_start.to(x.dtype)).contiguous()
+        keep = _keep_mask(x, episode_start).squeeze(-1)  # (B,)
         h0, c0 = state
         hs, cs = [], []
         y = x.contiguous()
@@ -273,7 +273,7 @@ class GRU(_RecurrentBase):
         if not self._native_step(x):
             y, state = self(x.unsqueeze(0), state, episode_start.unsqueeze(0))
             return y[0], state
-        keep = (1.0 - episode_start.to(x.dtype)).contiguous()
+        keep = _keep_mask(x, episode_start).squeeze(-1)  # (B,)
         hs = []
         y = x.contiguous()
         for layer in range(self.num_layers):

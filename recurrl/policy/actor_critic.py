@@ -252,7 +252,7 @@ class ActorCritic(nn.Module):
         actor_state, critic_state = state[: self._num_actor_state], state[self._num_actor_state :]
         actor, critic = self.actor_core, self.critic_core
         if one_step:
-            actor, critic = actor.step, critic and critic.step
+            actor, critic = actor.step, None if critic is None else critic.step
         actor_out, actor_state = actor(features, actor_state, episode_start)
         if critic is None:
             critic_out = actor_out
