@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -286,6 +287,15 @@ def test_torchrun_two_ranks_learn(tmp_path):
     command += ["--nproc_per_node=2", "-m", "recurrl", "train", "experiments/quickstart.yaml"]
     command += [f"run.dir={run_dir}", "ppo.total_steps=24000", "--quiet", "--eval-episodes=0"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if (
+        proc.returncode != 0
+        and "terminate called without an active exception" in proc.stderr
+        and (run_dir / "checkpoints" / "final.pt").exists()
+    ):
+        # The run finished, then a rank aborted at interpreter exit in Gloo's C++ teardown
+        # (about 1 run in 10 under load, torch 2.13; see pytorch/pytorch#179291): run it again.
+        shutil.rmtree(run_dir)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained ") == 1  # rank 0 alone prints the summary
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
