@@ -27,11 +27,13 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from recurrl.nn import activations
+from recurrl.nn.native import mlp as native_mlp
 from recurrl.policy.tree import space_leaves
 from recurrl.spaces import ACTION_MASK_KEY, UnsupportedSpaceError, channel_layout, image_layout
 
 ACTIVATIONS = {"tanh": activations.Tanh, "relu": nn.ReLU}
 """``nn.Tanh`` is :class:`recurrl.nn.activations.Tanh`: the same module with a faster CPU tanh."""
+_NATIVE_ACTIVATIONS = {activations.Tanh: native_mlp.TANH, nn.ReLU: native_mlp.RELU}
 
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -42,14 +44,44 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
 
 
 class MLP(nn.Sequential):
-    """``nn.Sequential`` of Linear + activation layers (same parameter names) whose forward calls
-    each layer's ``forward`` directly: ``Module.__call__`` costs ~1.5 us per layer, a third of a
-    small layer's time when acting one step at a time. Hooks on the inner layers do not run."""
+    """``nn.Sequential`` of Linear + activation layers (same parameter names).
+
+    float32 on CPU, the whole stack runs in the native kernels (:mod:`recurrl.nn.native.mlp`:
+    one call per layer, one autograd node). Otherwise the forward calls each layer's ``forward``
+    directly: ``Module.__call__`` costs ~1.5 us per layer, a third of a small layer's time when
+    acting one step at a time. Either way, hooks on the inner layers do not run.
+    """
+
+    _plan: tuple[tuple[int, ...], list[Tensor]] | None | bool = False  # False: not looked at yet
 
     def forward(self, x: Tensor) -> Tensor:
+        plan = self._plan if self._plan is not False else self._make_plan()
+        if plan is not None and native_mlp.supports(x, plan[1][::2]):
+            return native_mlp.mlp_forward(x, plan[0], tuple(plan[1]))
         for layer in self:
             x = layer.forward(x)
         return x
+
+    def _make_plan(self) -> tuple[tuple[int, ...], list[Tensor]] | None:
+        """``(activation codes, [W_0, b_0, ...])`` if the layers are Linear + (tanh or relu)
+        pairs the kernels can run, else None. Looked at once: the layers do not change."""
+        layers, codes, params = list(self), [], []
+        plan = None
+        if layers and len(layers) % 2 == 0:
+            for linear, activation in zip(layers[::2], layers[1::2], strict=True):
+                code = _NATIVE_ACTIVATIONS.get(type(activation))
+                if type(linear) is not nn.Linear or linear.bias is None or code is None:
+                    break
+                codes.append(code)
+                params += [linear.weight, linear.bias]
+            else:
+                plan = (tuple(codes), params)
+        self._plan = plan
+        return plan
+
+    def _apply(self, fn, recurse=True):  # .to() / .double() may replace the parameters
+        self._plan = False
+        return super()._apply(fn, recurse)
 
 
 def mlp(in_features: int, sizes: list[int], activation: str) -> tuple[nn.Module, int]:

@@ -37,6 +37,8 @@ SIGNATURES = {  # name: (int arguments, pointer arguments after them)
     "recurrl_gru_backward": (3, 10),
     "recurrl_tanh": (1, 2),
     "recurrl_transpose": (2, 2),
+    "recurrl_linear_forward": (4, 4),
+    "recurrl_linear_backward": (4, 9),
 }
 INT_RESULTS = {"recurrl_tanh_is_fast": 0}  # name: int arguments, for functions returning an int
 

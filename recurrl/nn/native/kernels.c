@@ -27,63 +27,57 @@ typedef float vec __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned
 #define STORE(p, v) (*(vec *)(p) = (v))
 
 /* out[M, N] += a[M, K] @ w[K, N]; row strides lda, ldw, ldo.
- * Register tiles of MR rows x 2 vectors. The column block is the outer loop, so its slice of w
- * (K x 2 vectors: 16 KB for K = 128 with AVX-512) stays in L1 while every row tile reads it. */
+ * Register tiles of MR rows x NV vectors (NV = 3, 2 or 1). The column block is the outer loop, so
+ * its slice of w (K x NV vectors: 24 KB for K = 128, NV = 3 with AVX-512) stays in L1 while every
+ * row tile reads it. Each output element is summed over k in order whatever the tile, so a row's
+ * result does not depend on M or on which tile computes it. */
 #if VL == 16
-#define MR 8 /* 16 accumulators + 2 w vectors of the 32 AVX-512 registers */
+#define MR 8 /* 24 accumulators + 3 w vectors of the 32 AVX-512 registers */
 #else
-#define MR 4 /* 8 + 2 of 16 */
+#define MR 4 /* 12 + 3 of 16 */
 #endif
+static inline __attribute__((always_inline)) void gemm_columns(int M, int K, const float *a,
+                                                               int lda, const float *w, int ldw,
+                                                               float *out, int ldo, const int NV) {
+    int m = 0;
+    for (; m + MR <= M; m += MR) {
+        const float *ar = a + (size_t)m * lda;
+        float *o = out + (size_t)m * ldo;
+        vec c[MR][3];
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NV; v++) c[r][v] = LOAD(o + (size_t)r * ldo + v * VL);
+        const float *wp = w;
+        for (int k = 0; k < K; k++, wp += ldw) {
+            vec wv[3];
+            for (int v = 0; v < NV; v++) wv[v] = LOAD(wp + v * VL);
+            for (int r = 0; r < MR; r++) {
+                float x = ar[(size_t)r * lda + k];
+                for (int v = 0; v < NV; v++) c[r][v] += x * wv[v];
+            }
+        }
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NV; v++) STORE(o + (size_t)r * ldo + v * VL, c[r][v]);
+    }
+    for (; m < M; m++) {
+        const float *ar = a + (size_t)m * lda;
+        float *o = out + (size_t)m * ldo;
+        vec c[3];
+        for (int v = 0; v < NV; v++) c[v] = LOAD(o + v * VL);
+        const float *wp = w;
+        for (int k = 0; k < K; k++, wp += ldw)
+            for (int v = 0; v < NV; v++) c[v] += ar[k] * LOAD(wp + v * VL);
+        for (int v = 0; v < NV; v++) STORE(o + v * VL, c[v]);
+    }
+}
+
 static void gemm_block(int M, int K, int N, const float *a, int lda, const float *w, int ldw,
                        float *out, int ldo) {
     int n = 0;
-    for (; n + 2 * VL <= N; n += 2 * VL) {
-        int m = 0;
-        for (; m + MR <= M; m += MR) {
-            const float *ar = a + (size_t)m * lda;
-            float *o = out + (size_t)m * ldo + n;
-            vec c0[MR], c1[MR];
-            for (int r = 0; r < MR; r++) {
-                c0[r] = LOAD(o + (size_t)r * ldo);
-                c1[r] = LOAD(o + (size_t)r * ldo + VL);
-            }
-            const float *wp = w + n;
-            for (int k = 0; k < K; k++, wp += ldw) {
-                vec w0 = LOAD(wp), w1 = LOAD(wp + VL);
-                for (int r = 0; r < MR; r++) {
-                    float x = ar[(size_t)r * lda + k];
-                    c0[r] += x * w0;
-                    c1[r] += x * w1;
-                }
-            }
-            for (int r = 0; r < MR; r++) {
-                STORE(o + (size_t)r * ldo, c0[r]);
-                STORE(o + (size_t)r * ldo + VL, c1[r]);
-            }
-        }
-        for (; m < M; m++) {
-            const float *ar = a + (size_t)m * lda;
-            float *o = out + (size_t)m * ldo + n;
-            vec c0 = LOAD(o), c1 = LOAD(o + VL);
-            const float *wp = w + n;
-            for (int k = 0; k < K; k++, wp += ldw) {
-                c0 += ar[k] * LOAD(wp);
-                c1 += ar[k] * LOAD(wp + VL);
-            }
-            STORE(o, c0);
-            STORE(o + VL, c1);
-        }
-    }
-    for (; n + VL <= N; n += VL) {
-        for (int m = 0; m < M; m++) {
-            const float *ar = a + (size_t)m * lda;
-            float *o = out + (size_t)m * ldo + n;
-            vec c = LOAD(o);
-            const float *wp = w + n;
-            for (int k = 0; k < K; k++, wp += ldw) c += ar[k] * LOAD(wp);
-            STORE(o, c);
-        }
-    }
+    /* 3-vector tiles, but 4 vectors as two 2-vector tiles rather than 3 + 1 */
+    for (; N - n >= 3 * VL && N - n != 4 * VL; n += 3 * VL)
+        gemm_columns(M, K, a, lda, w + n, ldw, out + n, ldo, 3);
+    for (; n + 2 * VL <= N; n += 2 * VL) gemm_columns(M, K, a, lda, w + n, ldw, out + n, ldo, 2);
+    for (; n + VL <= N; n += VL) gemm_columns(M, K, a, lda, w + n, ldw, out + n, ldo, 1);
     for (; n < N; n++) {
         for (int m = 0; m < M; m++) {
             const float *ar = a + (size_t)m * lda;
@@ -375,3 +369,49 @@ int recurrl_tanh_is_fast(void) {
 
 /* out[N, M] = w[M, N]^T (both contiguous). */
 void recurrl_transpose(int M, int N, const float *w, float *out) { transpose(M, N, w, out); }
+
+/* Dense layers for MLPs (recurrl/nn/native/mlp.py). act: 0 identity, 1 tanh (tanh_accurate_f,
+ * as recurrl_tanh), 2 relu. Every output element is bias + sum over k in order, so a row's result
+ * does not depend on how many rows a call has (acting and training agree bit for bit). */
+static __attribute__((noinline)) void activate(int n, int act, float *restrict y) {
+    if (act == 1)
+        for (int i = 0; i < n; i++) y[i] = tanh_accurate_f(y[i]);
+    else if (act == 2)
+        for (int i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
+/* y[M, N] = act(x[M, K] @ wt[K, N] + bias[N]); wt = W^T of the layer's W [N, K]. */
+void recurrl_linear_forward(int M, int K, int N, int act, const float *x, const float *wt,
+                            const float *bias, float *y) {
+    for (int m = 0; m < M; m++) memcpy(y + (size_t)m * N, bias, sizeof(float) * N);
+    gemm_acc(M, K, N, x, K, wt, N, y, N);
+    activate(M * N, act, y);
+}
+
+/* Backward of recurrl_linear_forward given its output y and dy [M, N]:
+ *   dz [M, N] out: dy * act'(y); scratch [N, M]: dz^T;
+ *   dw [N, K] = dz^T @ x; db [N] = column sums of dz; dx [M, K] = dz @ w (w = W [N, K]),
+ *   skipped where dx is NULL. */
+void recurrl_linear_backward(int M, int K, int N, int act, const float *x, const float *y,
+                             const float *w, const float *dy, float *dz, float *dw, float *db,
+                             float *dx, float *scratch) {
+    const size_t n_out = (size_t)M * N;
+    if (act == 1)
+        for (size_t i = 0; i < n_out; i++) dz[i] = dy[i] * (1.0f - y[i] * y[i]);
+    else if (act == 2)
+        for (size_t i = 0; i < n_out; i++) dz[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    else
+        memcpy(dz, dy, sizeof(float) * n_out);
+    memset(db, 0, sizeof(float) * N);
+    for (int m = 0; m < M; m++) {
+        const float *row = dz + (size_t)m * N;
+        for (int n = 0; n < N; n++) db[n] += row[n];
+    }
+    transpose(M, N, dz, scratch);
+    memset(dw, 0, sizeof(float) * (size_t)N * K);
+    gemm_acc(N, M, K, scratch, M, x, K, dw, K);
+    if (dx != NULL) {
+        memset(dx, 0, sizeof(float) * (size_t)M * K);
+        gemm_acc(M, N, K, dz, N, w, K, dx, K);
+    }
+}
