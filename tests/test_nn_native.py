@@ -16,7 +16,7 @@ import torch
 from recurrl.nn import GRU, LSTM, matmul, native
 from recurrl.nn.cores import resolve_impl
 from recurrl.nn.native import build
-from recurrl.nn.native import layers as native_layers
+from recurrl.nn.native import frozen as native_frozen
 from recurrl.nn.native import ops as native_ops
 
 needs_native = pytest.mark.skipif(
@@ -233,8 +233,8 @@ def test_frozen_weights_block_transposes_once_and_forgets_on_exit():
         first, _ = fast(x, None, episode_start)
         with native.frozen_weights():  # nested: shares the outer cache
             second, _ = fast(x, None, episode_start)
-        assert len(native_layers._frozen) == 2  # W_hh^T and b_ih + b_hh
-    assert native_layers._frozen is None
+        assert len(native_frozen._frozen) == 3  # W_hh^T, W_ih^T (a native product), b_ih + b_hh
+    assert native_frozen._frozen is None
     with torch.no_grad():
         for core in (fast, reference):
             core.weight_hh_l0.mul_(-1.0)

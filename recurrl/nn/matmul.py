@@ -27,6 +27,11 @@ ONEDNN_MIN_MACS = 1 << 20
 ONEDNN_MIN_ROWS = 64
 """Products with at least this many rows ``M`` go to oneDNN from ``ONEDNN_MIN_MACS / 16`` on."""
 SMALL_K = 4
+NATIVE_MAX_K = 16
+"""Products with at most this many input columns use the native kernel at any size up to
+``NATIVE_MAX_MACS`` (measured, 256 x 2 @ 2 x 512, an input projection: 5 us against oneDNN's 24)."""
+NATIVE_MAX_MACS = 1 << 24
+"""Largest product the native kernel takes: it uses one thread, oneDNN and MKL may use several."""
 """Weight gradients with at most this many input columns are computed as ``(x^T @ grad)^T``."""
 
 _onednn_works: bool | None = None
@@ -70,9 +75,27 @@ def use_onednn(like: Tensor, macs: int, rows: int = 0) -> bool:
     )
 
 
+def use_native(like: Tensor, rows: int, columns: int, outputs: int) -> bool:
+    """Whether :func:`linear` computes ``x[rows, columns] @ W[outputs, columns]^T`` with the native
+    kernel: float32 on CPU, at most ``NATIVE_MAX_MACS``, and either few input columns (at most
+    ``NATIVE_MAX_K``) or too small for oneDNN. The acting programs of
+    :mod:`recurrl.nn.native.program` ask the same to compute what the layers would."""
+    macs = rows * columns * outputs
+    return (
+        macs <= NATIVE_MAX_MACS
+        and like.dtype == torch.float32
+        and like.is_cpu
+        and (columns <= NATIVE_MAX_K or not use_onednn(like, macs, rows))
+        and _native()[0]() is not None
+    )
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x[M, K] @ weight[N, K]^T + bias[N]`` -> ``[M, N]``."""
-    if use_onednn(x, x.shape[0] * x.shape[1] * weight.shape[0], x.shape[0]):
+    rows, columns, outputs = x.shape[0], x.shape[1], weight.shape[0]
+    if use_native(x, rows, columns, outputs):
+        return _native_linear(x, weight, bias)
+    if use_onednn(x, rows * columns * outputs, rows):
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
     if bias is None:
         return x @ weight.t()
@@ -130,3 +153,33 @@ def weight_grad(
 
 def _transpose(matrix: Tensor) -> Tensor:
     return matrix.t().contiguous()
+
+
+_native_functions: tuple | None = None
+
+
+def _native() -> tuple:
+    """``(library, _cached)`` of :mod:`recurrl.nn.native`, imported on first use (that package
+    imports this module)."""
+    global _native_functions
+    if _native_functions is None:
+        from recurrl.nn.native.build import library
+        from recurrl.nn.native.frozen import _cached
+
+        _native_functions = (library, _cached)
+    return _native_functions
+
+
+def _native_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``bias + x @ weight^T`` by ``recurrl_linear_forward``: each element the bias plus the
+    products in order over ``k`` (``W^T`` cached inside ``frozen_weights`` blocks)."""
+    rows, columns, outputs = x.shape[0], x.shape[1], weight.shape[0]
+    library, cached = _native()
+    x = x.contiguous()
+    weight_t = cached("transpose", _transpose, weight)
+    bias = x.new_zeros(outputs) if bias is None else bias.detach().contiguous()
+    y = x.new_empty(rows, outputs)
+    library().recurrl_linear_forward(
+        rows, columns, outputs, 0, x.data_ptr(), weight_t.data_ptr(), bias.data_ptr(), y.data_ptr()
+    )
+    return y

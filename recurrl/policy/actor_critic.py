@@ -20,6 +20,8 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from recurrl.config import PolicyConfig
+from recurrl.nn.native import frozen
+from recurrl.policy import acting
 from recurrl.policy.cores import State, make_core
 from recurrl.policy.encoders import ObservationEncoder, layer_init, mlp
 from recurrl.policy.heads import make_head
@@ -277,7 +279,23 @@ class ActorCritic(nn.Module):
         features = self._encode(obs, episode_start.unsqueeze(0), *previous)[0]  # (B, F)
         mask = self._action_mask(obs)
         mask = None if mask is None else mask[0]
-        return self._cores_and_heads(features, state, episode_start, mask, one_step=True)
+        program = self._acting_program(features, state)
+        if program is None:
+            return self._cores_and_heads(features, state, episode_start, mask, one_step=True)
+        actor_in, critic_in, state = program(features, state, episode_start)
+        value = self.value_head(critic_in).squeeze(-1)
+        return self.head(actor_in, mask), value, state
+
+    def _acting_program(self, features: Tensor, state: State) -> acting.ActingProgram | None:
+        """The one-call acting step (:mod:`recurrl.policy.acting`) inside ``frozen_weights``
+        blocks without autograd, where this policy and these inputs can have one."""
+        if not frozen.active() or torch.is_grad_enabled():
+            return None
+        key = (features.shape[0], features.dtype, features.device)
+        program = frozen.cached_for(
+            "acting", self, key, lambda: acting.build(self, features, state)
+        )
+        return program if program is not None and program.accepts(features, state) else None
 
     def evaluate_actions(
         self,

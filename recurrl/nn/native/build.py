@@ -39,6 +39,7 @@ SIGNATURES = {  # name: (int arguments, pointer arguments after them)
     "recurrl_transpose": (2, 2),
     "recurrl_linear_forward": (4, 4),
     "recurrl_linear_backward": (4, 9),
+    "recurrl_program": (1, 2),
 }
 INT_RESULTS = {"recurrl_tanh_is_fast": 0}  # name: int arguments, for functions returning an int
 

@@ -415,3 +415,40 @@ void recurrl_linear_backward(int M, int K, int N, int act, const float *x, const
         gemm_acc(M, N, K, dz, N, w, K, dx, K);
     }
 }
+
+/* A straight-line program of acting steps (recurrl/nn/native/program.py): one call for a whole
+ * policy step instead of one per layer. ints holds each op's code and sizes, ptrs the addresses
+ * its arrays have, in the order below; each op computes exactly what the function it names does.
+ *   1 LINEAR  M K N act | x wt bias y                        (recurrl_linear_forward)
+ *   2 LSTM    B I H     | x wih_t bias h c keep whh_t h_out c_out gates scratch
+ *                         gates = bias + x @ wih_t (as recurrl_linear_forward), then
+ *                         recurrl_lstm_forward(1, B, H, 1, gates, h, c, keep, whh_t, ...)
+ *   3 GRU     B I H     | x wih_t bias_ih h keep whh_t bias_hh h_out gates gates_hn scratch */
+void recurrl_program(int n_ops, const int *ints, const int64_t *ptrs) {
+#define P(i) ((float *)(intptr_t)ptrs[i])
+    for (int op = 0; op < n_ops; op++) {
+        const int code = ints[0];
+        if (code == 1) {
+            recurrl_linear_forward(ints[1], ints[2], ints[3], ints[4], P(0), P(1), P(2), P(3));
+            ints += 5;
+            ptrs += 4;
+        } else if (code == 2 || code == 3) {
+            const int B = ints[1], I = ints[2], H = ints[3], G = (code == 2 ? 4 : 3) * H;
+            float *gates = code == 2 ? P(9) : P(8);
+            recurrl_linear_forward(B, I, G, 0, P(0), P(1), P(2), gates);
+            if (code == 2) {
+                recurrl_lstm_forward(1, B, H, 1, gates, P(3), P(4), P(5), P(6), P(7), P(8),
+                                     P(10));
+                ptrs += 11;
+            } else {
+                recurrl_gru_forward(1, B, H, 1, gates, P(3), P(4), P(5), P(6), P(7), P(9),
+                                    P(10));
+                ptrs += 11;
+            }
+            ints += 4;
+        } else {
+            return; /* unknown op: the Python side builds only the codes above */
+        }
+    }
+#undef P
+}

@@ -10,16 +10,15 @@ use them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from recurrl.nn.fused.common import column_sums, projection_grads, shifted_state
 from recurrl.nn.matmul import linear, weight_grad
+from recurrl.nn.native import frozen
 from recurrl.nn.native.build import library
+from recurrl.nn.native.frozen import _cached, frozen_weights  # noqa: F401 (re-exported)
 from recurrl.nn.native.ops import transpose
 
 
@@ -33,44 +32,10 @@ def _pointers(*tensors: Tensor) -> list[int]:
     return [tensor.data_ptr() for tensor in tensors]
 
 
-_frozen: dict[tuple, tuple[tuple[Tensor, ...], Tensor]] | None = None
-"""Inside :func:`frozen_weights`: ``(what, id(source), ...) -> (sources, derived tensor)``."""
-
-
-@contextmanager
-def frozen_weights() -> Iterator[None]:
-    """Declare that no weight changes inside the block (acting, evaluating): the kernels then
-    transpose each recurrent weight once for the block instead of once per call.
-
-    Nothing can be cached across weight updates in general: in-place updates by fused optimizers
-    do not even move a tensor's version counter. Nested blocks share the outermost one's cache.
-    """
-    global _frozen
-    if _frozen is not None:
-        yield
-        return
-    _frozen = {}
-    try:
-        yield
-    finally:
-        _frozen = None
-
-
-def _cached(what: str, make, *sources: Tensor) -> Tensor:
-    """``make(*sources)``, computed once per :func:`frozen_weights` block (always outside one)."""
-    if _frozen is None:
-        return make(*sources)
-    key = (what, *map(id, sources))
-    hit = _frozen.get(key)
-    if hit is None or any(a is not b for a, b in zip(hit[0], sources, strict=True)):
-        hit = _frozen[key] = (sources, make(*(source.detach() for source in sources)))
-    return hit[1]
-
-
 def _recurrent_weight(weight: Tensor) -> tuple[int, Tensor]:
     """``(transposed, W)`` for a forward kernel: ``W_hh^T`` cached inside
     :func:`frozen_weights`, else ``W_hh`` for the kernel to transpose."""
-    if _frozen is None:
+    if not frozen.active():
         return 0, weight.contiguous()
     return 1, _cached("transpose", lambda w: w.t().contiguous(), weight)
 
