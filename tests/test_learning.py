@@ -24,9 +24,10 @@ def train_and_evaluate(experiment: str, tmp_path, steps: int) -> float:
 
 @pytest.mark.parametrize(
     ("experiment", "steps"),
-    # Measured with the native cells and fused Adam (1 torch thread, eval seed 999, seeds 1-3):
-    # LSTM 500/500/500 at 100k (500/176/440 at 80k), GRU 500/500/500 at 120k.
-    [("cartpole_novelocity_lstm", 100_000), ("cartpole_novelocity_gru", 120_000)],
+    # Measured with the native cells, MLPs and acting programs (1 torch thread, eval seed 999):
+    # LSTM seeds 1-4 500/500/499/500 at 100k; GRU (hidden 128) seeds 1-6 476/500/500/500/500/496
+    # at 160k (the experiment files' headers say more).
+    [("cartpole_novelocity_lstm", 100_000), ("cartpole_novelocity_gru", 160_000)],
 )
 def test_recurrent_policy_solves_cartpole_without_velocity(experiment, steps, tmp_path):
     assert train_and_evaluate(experiment, tmp_path, steps=steps) >= 450

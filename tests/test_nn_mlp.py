@@ -135,4 +135,25 @@ def test_stacks_the_kernels_cannot_run_use_torch(monkeypatch):
     monkeypatch.setattr(native_mlp, "MAX_MACS", 1 << 24)
     assert type(stack(x).grad_fn).__name__ == "TanhBackward0"
     empty = MLP()
-    assert empty._make_plan() is None and empty(x) is x
+    assert empty._make_plan() == ((), []) and empty(x) is x
+
+
+@needs_native
+@pytest.mark.parametrize("sizes", [[64, 64], []], ids=["mlp", "no-layers"])
+def test_forward_with_a_linear_tail(sizes):
+    """``stack.forward_with(x, head)`` = ``head(stack(x))``, the head in the same native call."""
+    torch.manual_seed(4)
+    stack, features = mlp(32, sizes, "tanh")
+    head = nn.Linear(features, 3)
+    x = torch.randn(5, 7, 32, requires_grad=True)
+    y = stack.forward_with(x, head)
+    assert native_node(y)
+    y_ref = head(layer_by_layer(stack, x))
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    weight = torch.randn_like(y)
+    inputs = [x, *stack.parameters(), *head.parameters()]
+    for ours, reference in zip(grads(y, inputs, weight), grads(y_ref, inputs, weight), strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+    no_bias = nn.Linear(features, 3, bias=False)  # the kernels want a bias: torch's path
+    y_no_bias = stack.forward_with(x, no_bias)
+    assert not native_node(y_no_bias) and torch.equal(y_no_bias, no_bias(stack(x)))

@@ -1,15 +1,16 @@
 """The acting step of an :class:`~recurrl.policy.actor_critic.ActorCritic` as one native program.
 
-From the encoded features to the actor's and the critic's head inputs: the cores' layer steps
-and the head MLPs, recorded once per :func:`~recurrl.nn.native.frozen_weights` block and batch
-size (:mod:`recurrl.nn.native.program`) and run in one kernel call per env step. Every op
-computes what the layer-by-layer path computes, so the numbers are the same bit for bit
-(``tests/test_policy.py``); policies or sizes the kernels would not run layer by layer (layer
-norm, learned initial states, the memoryless core, products routed to oneDNN or MKL, float64,
-GPU) get no program and act layer by layer.
+From the encoded features to the action head's ``Linear`` output and the value: the cores' layer
+steps, the head MLPs and the heads' ``Linear`` layers, recorded once per
+:func:`~recurrl.nn.native.frozen_weights` block and batch size
+(:mod:`recurrl.nn.native.program`) and run in one kernel call per env step. Every op computes
+what the layer-by-layer path computes, so the numbers are the same bit for bit
+(``tests/test_acting_program.py``); policies or sizes the kernels would not run layer by layer
+(layer norm, learned initial states, the memoryless core, products routed to oneDNN or MKL,
+float64, GPU) get no program and act layer by layer.
 
-Measured (AMD EPYC Zen 5, torch 2.13, one thread; sb3's MlpLstmPolicy shape, 8 envs): the cores
-and MLPs of one acting step in ~25 us instead of ~90.
+Measured (AMD EPYC Zen 5, torch 2.13, one thread; sb3's MlpLstmPolicy shape, 8 envs):
+``ActorCritic.step`` takes ~89 us instead of ~160.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from torch import Tensor, nn
 
 from recurrl import nn as rnn
 from recurrl.nn import matmul
-from recurrl.nn.cores import _keep_mask
 from recurrl.nn.native import mlp as native_mlp
 from recurrl.nn.native.build import library
 from recurrl.nn.native.program import Program, Slot
@@ -27,26 +27,30 @@ from recurrl.policy.cores import GRUCore, LSTMCore, State
 
 
 class ActingProgram:
-    """``(features[B, F], state, episode_start[B]) -> (actor_in, critic_in, state)``: the head
-    inputs (the MLP outputs, or the core outputs where an MLP has no layers) and the new state,
-    all views of one fresh tensor per call."""
+    """``(features[B, F], state, episode_start[B]) -> (head_out, value[B, 1], state)``: the
+    action head's ``Linear`` output (for ``head.distribution``), the value and the new state, all
+    views of one fresh tensor per call."""
 
     def __init__(self, program: Program, size: int, outputs: dict, state_shapes: list) -> None:
-        self.program, self.size, self.outputs = program, size, outputs
+        self.program, self.size = program, size
         self.state_shapes = state_shapes
+        ordered = sorted(outputs.items(), key=lambda item: item[1][0])  # laid out in this order
+        self.names = [name for name, _ in ordered]
+        self.sizes = [numel for _, (_, numel, _) in ordered]
+        self.shapes = [shape for _, (_, _, shape) in ordered]
 
     def __call__(
         self, features: Tensor, state: State, episode_start: Tensor
     ) -> tuple[Tensor, Tensor, State]:
         out = features.new_empty(self.size)
-        tensors = {"x": features, "keep": _keep_mask(features, episode_start), "out": out}
+        if episode_start.dtype != torch.float32 or not episode_start.is_contiguous():
+            episode_start = episode_start.to(torch.float32).contiguous()
+        tensors = {"x": features, "start": episode_start, "out": out}
         for index, tensor in enumerate(state):
             tensors[f"s{index}"] = tensor
         self.program(tensors)
-        views = {
-            name: out[start : start + numel].view(shape)
-            for name, (start, numel, shape) in self.outputs.items()
-        }
+        parts = zip(self.names, out.split(self.sizes), self.shapes, strict=True)
+        views = {name: part.view(shape) for name, part, shape in parts}
         new_state = tuple(views[f"s{index}"] for index in range(len(state)))
         return views["actor"], views["critic"], new_state
 
@@ -75,6 +79,8 @@ class _Builder:
     def __init__(self, batch: int) -> None:
         self.program, self.batch, self.size = Program(), batch, 0
         self.outputs: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+        self.keep = torch.empty(batch)  # the reset mask, computed first by the program
+        self.program.keep(batch, Slot("start"), self.keep)
 
     def output(self, name: str, shape: tuple[int, ...]) -> Slot:
         numel = 1
@@ -109,38 +115,34 @@ class _Builder:
                 c_in, c_out = Slot(names[1], offset), Slot("out", c_all.offset + offset)
                 bias = torch.add(bias_ih.detach(), bias_hh.detach())  # as the layer path's
                 self.program.lstm(
-                    batch, inputs, hidden, x, w_ih_t, bias, h_in, c_in, Slot("keep"), w_hh_t,
+                    batch, inputs, hidden, x, w_ih_t, bias, h_in, c_in, self.keep, w_hh_t,
                     h_out, c_out,
                 )  # fmt: skip
             else:
                 self.program.gru(
                     batch, inputs, hidden, x, w_ih_t, bias_ih.detach().contiguous(), h_in,
-                    Slot("keep"), w_hh_t, bias_hh.detach().contiguous(), h_out,
+                    self.keep, w_hh_t, bias_hh.detach().contiguous(), h_out,
                 )  # fmt: skip
             x, inputs = h_out, hidden
         return x
 
-    def mlp(self, stack: nn.Module, x: Slot, features: int, name: str) -> bool:
-        """Record the MLP (its last output is the call output ``name``); False if it cannot."""
-        layers = list(stack)
-        if not layers:
-            start, numel = x.offset, self.batch * features  # the core's output itself
-            self.outputs[name] = (start, numel, (self.batch, features))
-            return True
+    def mlp(self, stack: nn.Module, tail: nn.Module, x: Slot, features: int, name: str) -> bool:
+        """Record ``tail(stack(x))`` as ``MLP.forward_with`` computes it natively (the last
+        output is the call output ``name``); False where that runs in torch."""
         plan = stack._plan if stack._plan is not False else stack._make_plan()
-        probe = torch.empty(self.batch, features)
-        if plan is None or not native_mlp.supports(probe, plan[1][::2]):
+        if plan is None or type(tail) is not nn.Linear or tail.bias is None:
             return False
-        codes, params = plan
+        codes = (*plan[0], native_mlp.IDENTITY)
+        params = [p.detach() for p in (*plan[1], tail.weight, tail.bias)]
+        if not native_mlp.supports(torch.empty(self.batch, features), params[::2]):
+            return False
         for index, code in enumerate(codes):
-            weight, bias = params[2 * index].detach(), params[2 * index + 1].detach()
+            weight, bias = params[2 * index], params[2 * index + 1]
             outputs = weight.shape[0]
-            last = index == len(codes) - 1
-            y = (
-                self.output(name, (self.batch, outputs))
-                if last
-                else torch.empty(self.batch, outputs)
-            )
+            if index == len(codes) - 1:
+                y = self.output(name, (self.batch, outputs))
+            else:
+                y = torch.empty(self.batch, outputs)
             self.program.linear(
                 self.batch, features, outputs, code, x, weight.t().contiguous(),
                 bias.contiguous(), y,
@@ -173,9 +175,9 @@ def build(policy: nn.Module, features: Tensor, state: State) -> ActingProgram | 
     if actor_out is None or critic_out is None:
         return None
     hidden = policy.actor_core.out_features
-    if not builder.mlp(policy.actor_mlp, actor_out, hidden, "actor"):
+    if not builder.mlp(policy.actor_mlp, policy.head.linear, actor_out, hidden, "actor"):
         return None
-    if not builder.mlp(policy.critic_mlp, critic_out, hidden, "critic"):
+    if not builder.mlp(policy.critic_mlp, policy.value_head, critic_out, hidden, "critic"):
         return None
     shapes = [tuple(s.shape) for s in state]
     expected = [

@@ -260,8 +260,10 @@ class ActorCritic(nn.Module):
             critic_out = actor_out
         else:
             critic_out, critic_state = critic(features, critic_state, episode_start)
-        value = self.value_head(self.critic_mlp(critic_out)).squeeze(-1)  # (T, B) or (B)
-        dist = self.head(self.actor_mlp(actor_out), mask)
+        value = self.critic_mlp.forward_with(critic_out, self.value_head).squeeze(-1)  # (T, B)
+        dist = self.head.distribution(
+            self.actor_mlp.forward_with(actor_out, self.head.linear), mask
+        )
         return dist, value, tuple(actor_state) + tuple(critic_state)
 
     def _step(
@@ -282,9 +284,8 @@ class ActorCritic(nn.Module):
         program = self._acting_program(features, state)
         if program is None:
             return self._cores_and_heads(features, state, episode_start, mask, one_step=True)
-        actor_in, critic_in, state = program(features, state, episode_start)
-        value = self.value_head(critic_in).squeeze(-1)
-        return self.head(actor_in, mask), value, state
+        head_out, value, state = program(features, state, episode_start)
+        return self.head.distribution(head_out, mask), value.squeeze(-1), state
 
     def _acting_program(self, features: Tensor, state: State) -> acting.ActingProgram | None:
         """The one-call acting step (:mod:`recurrl.policy.acting`) inside ``frozen_weights``

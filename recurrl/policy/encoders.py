@@ -56,18 +56,29 @@ class MLP(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan if self._plan is not False else self._make_plan()
-        if plan is not None and native_mlp.supports(x, plan[1][::2]):
+        if plan is not None and plan[0] and native_mlp.supports(x, plan[1][::2]):
             return native_mlp.mlp_forward(x, plan[0], tuple(plan[1]))
         for layer in self:
             x = layer.forward(x)
         return x
 
+    def forward_with(self, x: Tensor, tail: nn.Linear) -> Tensor:
+        """``tail(self(x))``: with the stack's layers in one native call where they run."""
+        plan = self._plan if self._plan is not False else self._make_plan()
+        if plan is not None and type(tail) is nn.Linear and tail.bias is not None:
+            weights = [*plan[1][::2], tail.weight]
+            if native_mlp.supports(x, weights):
+                codes = (*plan[0], native_mlp.IDENTITY)
+                return native_mlp.mlp_forward(x, codes, (*plan[1], tail.weight, tail.bias))
+        return tail(self(x))
+
     def _make_plan(self) -> tuple[tuple[int, ...], list[Tensor]] | None:
         """``(activation codes, [W_0, b_0, ...])`` if the layers are Linear + (tanh or relu)
-        pairs the kernels can run, else None. Looked at once: the layers do not change."""
+        pairs the kernels can run (no layers: ``((), [])``), else None. Looked at once: the
+        layers do not change."""
         layers, codes, params = list(self), [], []
         plan = None
-        if layers and len(layers) % 2 == 0:
+        if len(layers) % 2 == 0:
             for linear, activation in zip(layers[::2], layers[1::2], strict=True):
                 code = _NATIVE_ACTIVATIONS.get(type(activation))
                 if type(linear) is not nn.Linear or linear.bias is None or code is None:

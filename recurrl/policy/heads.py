@@ -1,6 +1,7 @@
 """Action heads: features -> action distribution, chosen from the action space.
 
-Every head has the same methods: ``head(features, mask=None) -> dist``, ``sample(dist)``,
+Every head is a ``Linear`` (``head.linear``) followed by ``head.distribution(out, mask)``, and has
+the same methods: ``head(features, mask=None) -> dist``, ``sample(dist)``,
 ``mode(dist)``, ``log_prob(dist, action)``, ``entropy(dist)`` (summed over action parts, so
 ``[...]`` for features ``[..., F]``) and ``to_env(action)``. A head stores and scores actions in
 its own format (``action_shape``, ``action_dtype``); ``to_env`` turns a NumPy batch of them into
@@ -89,7 +90,15 @@ class CategoricalHead(nn.Module):
         self.mask_size = int(space.n)
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Categorical:
-        return Categorical(_masked(self.logits(features), mask))
+        return self.distribution(self.logits(features), mask)
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.logits
+
+    @staticmethod
+    def distribution(logits: Tensor, mask: Tensor | None = None) -> Categorical:
+        return Categorical(_masked(logits, mask))
 
     @staticmethod
     def sample(dist: Categorical) -> Tensor:
@@ -137,7 +146,14 @@ class MultiCategoricalHead(nn.Module):
         self.mask_size = total
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Categorical:
-        flat = _masked(self.logits(features), mask)  # (..., sum(nvec))
+        return self.distribution(self.logits(features), mask)
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.logits
+
+    def distribution(self, logits: Tensor, mask: Tensor | None = None) -> Categorical:
+        flat = _masked(logits, mask)  # (..., sum(nvec))
         padding = flat.new_full((*flat.shape[:-1], 1), torch.finfo(flat.dtype).min)
         padded = torch.cat([flat, padding], dim=-1)[..., self.index]  # (..., P, max(nvec))
         return Categorical(padded)
@@ -175,7 +191,15 @@ class BernoulliHead(nn.Module):
         self.action_dtype = torch.float32
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Bernoulli:
-        return Bernoulli(logits=self.logits(features), validate_args=False)
+        return self.distribution(self.logits(features), mask)
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.logits
+
+    @staticmethod
+    def distribution(logits: Tensor, mask: Tensor | None = None) -> Bernoulli:
+        return Bernoulli(logits=logits, validate_args=False)
 
     @staticmethod
     def sample(dist: Bernoulli) -> Tensor:
@@ -225,7 +249,13 @@ class GaussianHead(nn.Module):
         self.action_dtype = torch.float32
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Normal:
-        mean = self.mean(features)
+        return self.distribution(self.mean(features), mask)
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.mean
+
+    def distribution(self, mean: Tensor, mask: Tensor | None = None) -> Normal:
         return Normal(mean, self.log_std.expand_as(mean).exp(), validate_args=False)
 
     @staticmethod

@@ -423,7 +423,8 @@ void recurrl_linear_backward(int M, int K, int N, int act, const float *x, const
  *   2 LSTM    B I H     | x wih_t bias h c keep whh_t h_out c_out gates scratch
  *                         gates = bias + x @ wih_t (as recurrl_linear_forward), then
  *                         recurrl_lstm_forward(1, B, H, 1, gates, h, c, keep, whh_t, ...)
- *   3 GRU     B I H     | x wih_t bias_ih h keep whh_t bias_hh h_out gates gates_hn scratch */
+ *   3 GRU     B I H     | x wih_t bias_ih h keep whh_t bias_hh h_out gates gates_hn scratch
+ *   4 KEEP    B         | episode_start keep      keep = 1 - episode_start (the reset mask) */
 void recurrl_program(int n_ops, const int *ints, const int64_t *ptrs) {
 #define P(i) ((float *)(intptr_t)ptrs[i])
     for (int op = 0; op < n_ops; op++) {
@@ -446,6 +447,12 @@ void recurrl_program(int n_ops, const int *ints, const int64_t *ptrs) {
                 ptrs += 11;
             }
             ints += 4;
+        } else if (code == 4) {
+            const float *start = P(0);
+            float *keep = P(1);
+            for (int b = 0; b < ints[1]; b++) keep[b] = 1.0f - start[b];
+            ints += 2;
+            ptrs += 2;
         } else {
             return; /* unknown op: the Python side builds only the codes above */
         }

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from recurrl.nn.native.build import library
 
-LINEAR, LSTM, GRU = 1, 2, 3
+LINEAR, LSTM, GRU, KEEP = 1, 2, 3, 4
 """Op codes of ``recurrl_program``."""
 
 
@@ -90,6 +90,10 @@ class Program:
         scratch = torch.empty(4 * batch * hidden)
         arrays = (x, weight_ih_t, bias_ih, h, keep, weight_hh_t, bias_hh, h_out, gates, gates_hn)
         self._add(GRU, (batch, inputs, hidden), (*arrays, scratch))
+
+    def keep(self, batch: int, episode_start: Array, keep: Array) -> None:
+        """``keep[batch] = 1 - episode_start`` (the cores' reset mask, as ``1.0 - x`` in torch)."""
+        self._add(KEEP, (batch,), (episode_start, keep))
 
     def __call__(self, tensors: dict[str, Tensor]) -> None:
         """Run the ops on ``tensors`` (by slot name; the caller holds them over the call)."""
