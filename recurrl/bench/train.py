@@ -61,6 +61,7 @@ def run_recurrl(
     bptt_len: int,
     threads: int,
     vectorization: str = "auto",
+    seed: int = 1,
 ) -> dict:
     """Train recurrl for ``steps`` and time it (the first update, which warms up, is excluded).
 
@@ -76,6 +77,7 @@ def run_recurrl(
     config = config_from_dict(
         {
             "name": "bench",
+            "seed": seed,
             "device": device,
             "env": {"id": env_id, "num_envs": num_envs, "vectorization": vectorization},
             # sb3-contrib's MlpLstmPolicy: observation -> LSTM 128 -> MLP [64, 64] (tanh), for
@@ -106,6 +108,7 @@ def run_recurrl(
     returns = [m["episodic_return"] for m in history[-3:] if m["episodic_return"] is not None]
     return {
         "library": "recurrl" if vectorization == "auto" else f"recurrl/{vectorization}",
+        "seed": seed,
         "num_envs": num_envs,
         "steps": trainer.global_step,
         "sps": (last["global_step"] - first["global_step"]) / seconds,
@@ -114,7 +117,9 @@ def run_recurrl(
     }
 
 
-def run_sb3(env_id: str, num_envs: int, steps: int, device: str, threads: int) -> dict:
+def run_sb3(
+    env_id: str, num_envs: int, steps: int, device: str, threads: int, seed: int = 1
+) -> dict:
     """sb3-contrib RecurrentPPO with settings matched to :func:`run_recurrl`."""
     import gymnasium as gym
     import numpy as np
@@ -126,7 +131,7 @@ def run_sb3(env_id: str, num_envs: int, steps: int, device: str, threads: int) -
 
     if threads:
         torch.set_num_threads(threads)
-    envs = make_vec_env(lambda: gym.make(env_id), n_envs=num_envs, seed=1)
+    envs = make_vec_env(lambda: gym.make(env_id), n_envs=num_envs, seed=seed)
     model = RecurrentPPO(
         "MlpLstmPolicy",
         envs,
@@ -135,7 +140,7 @@ def run_sb3(env_id: str, num_envs: int, steps: int, device: str, threads: int) -
         n_epochs=4,
         policy_kwargs={"lstm_hidden_size": 128},
         device=device,
-        seed=1,
+        seed=seed,
         verbose=0,
     )
     model.learn(total_timesteps=num_envs * 128)  # warm-up update, not timed
@@ -145,6 +150,7 @@ def run_sb3(env_id: str, num_envs: int, steps: int, device: str, threads: int) -
     returns = [info["r"] for info in model.ep_info_buffer]
     return {
         "library": "sb3-contrib",
+        "seed": seed,
         "num_envs": num_envs,
         "steps": steps,
         "sps": steps / seconds,
@@ -186,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", default="8,64,512", help="num_envs values for table 2")
     parser.add_argument("--scaling-env", default=None, help="env for table 2 (default --env)")
     parser.add_argument("--no-sb3", action="store_true", help="skip sb3-contrib")
+    parser.add_argument(
+        "--learning-steps",
+        type=int,
+        default=0,
+        help="table 3: both libraries trained this long on --env per seed (0: skip)",
+    )
+    parser.add_argument("--learning-seeds", default="1,2", help="seeds for table 3")
     parser.add_argument("--out", default="bench_train.json")
     parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -248,11 +261,28 @@ def main(argv: list[str] | None = None) -> int:
         if row:
             scaling.append(row)
             print(_format(row), flush=True)
-    Path(args.out).write_text(
-        json.dumps({"machine": info, "comparison": comparison, "scaling": scaling}, indent=2)
-    )
+    learning = _learning_table(args, common, header) if args.learning_steps else []
+    results = {"machine": info, "comparison": comparison, "scaling": scaling, "learning": learning}
+    Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
     return 0
+
+
+def _learning_table(args: argparse.Namespace, common: dict, header: str) -> list[dict]:
+    """Table 3: the same settings trained ``--learning-steps`` per seed by both libraries; the
+    final return is the mean over the last episodes of training (recurrl: those of the last
+    three updates, 3,072 steps; sb3-contrib: its last 20)."""
+    libraries = ["recurrl"] + (["sb3"] if not args.no_sb3 and _sb3_available() else [])
+    print(f"\n3. learning on {args.env}, {args.learning_steps:,} steps per run\n{header}")
+    rows = []
+    for seed in (int(s) for s in args.learning_seeds.split(",")):
+        for kind in libraries:
+            settings = {**common, "steps": args.learning_steps, "seed": seed}
+            row = _in_subprocess(kind, **settings)
+            if row:
+                rows.append(row)
+                print(_format(row) + f"   seed {seed}", flush=True)
+    return rows
 
 
 if __name__ == "__main__":
