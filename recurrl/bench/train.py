@@ -278,6 +278,8 @@ def _learning_table(args: argparse.Namespace, common: dict, header: str) -> list
     for seed in (int(s) for s in args.learning_seeds.split(",")):
         for kind in libraries:
             settings = {**common, "steps": args.learning_steps, "seed": seed}
+            if kind == "recurrl":
+                settings["bptt_len"] = args.bptt_len
             row = _in_subprocess(kind, **settings)
             if row:
                 rows.append(row)
