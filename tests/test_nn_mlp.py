@@ -71,7 +71,7 @@ def test_native_mlp_gradients_against_float64():
     weight = torch.randn(37, 16)
     ours = grads(stack(x), [x, *stack.parameters()], weight)
     stack64 = MLP(*[layer for layer in stack]).double()  # same modules, now float64: torch path
-    assert stack64._plan is False  # .double() dropped the float32 plan
+    assert stack64._plan is False  # .double() made it look at its layers again
     x64 = x.detach().double().requires_grad_()
     reference = grads(layer_by_layer(stack64, x64), [x64, *stack64.parameters()], weight.double())
     for a, b in zip(ours, reference, strict=True):
@@ -124,7 +124,7 @@ def test_frozen_weights_see_updates_between_blocks():
 def test_stacks_the_kernels_cannot_run_use_torch(monkeypatch):
     x = torch.randn(4, 6, requires_grad=True)
     sigmoid = MLP(nn.Linear(6, 5), nn.Sigmoid())  # an activation the kernels do not have
-    assert sigmoid._make_plan() is None
+    assert sigmoid._native_params() is None
     assert type(sigmoid(x).grad_fn).__name__ == "SigmoidBackward0"
     stack, _ = mlp(6, [5], "tanh")
     assert not native_mlp.supports(x.double(), [stack[0].weight])
@@ -135,7 +135,7 @@ def test_stacks_the_kernels_cannot_run_use_torch(monkeypatch):
     monkeypatch.setattr(native_mlp, "MAX_MACS", 1 << 24)
     assert type(stack(x).grad_fn).__name__ == "TanhBackward0"
     empty = MLP()
-    assert empty._make_plan() == ((), []) and empty(x) is x
+    assert empty._native_params() == ((), ()) and empty(x) is x
 
 
 @needs_native
@@ -157,3 +157,14 @@ def test_forward_with_a_linear_tail(sizes):
     no_bias = nn.Linear(features, 3, bias=False)  # the kernels want a bias: torch's path
     y_no_bias = stack.forward_with(x, no_bias)
     assert not native_node(y_no_bias) and torch.equal(y_no_bias, no_bias(stack(x)))
+
+
+@needs_native
+def test_replaced_parameters_are_used():
+    """``load_state_dict(assign=True)`` puts new Parameter objects in: the stack reads them."""
+    stack, _ = mlp(6, [5], "tanh")
+    x = torch.randn(4, 6)
+    stack(x)  # looked at its layers
+    other, _ = mlp(6, [5], "tanh")
+    stack.load_state_dict(other.state_dict(), assign=True)
+    torch.testing.assert_close(stack(x), layer_by_layer(other, x), rtol=1e-6, atol=1e-6)

@@ -129,7 +129,7 @@ class _Builder:
     def mlp(self, stack: nn.Module, tail: nn.Module, x: Slot, features: int, name: str) -> bool:
         """Record ``tail(stack(x))`` as ``MLP.forward_with`` computes it natively (the last
         output is the call output ``name``); False where that runs in torch."""
-        plan = stack._plan if stack._plan is not False else stack._make_plan()
+        plan = stack._native_params()
         if plan is None or type(tail) is not nn.Linear or tail.bias is None:
             return False
         codes = (*plan[0], native_mlp.IDENTITY)

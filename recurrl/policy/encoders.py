@@ -52,45 +52,47 @@ class MLP(nn.Sequential):
     acting one step at a time. Either way, hooks on the inner layers do not run.
     """
 
-    _plan: tuple[tuple[int, ...], list[Tensor]] | None | bool = False  # False: not looked at yet
+    _plan: tuple[tuple[int, ...], list[nn.Linear]] | None | bool = False  # False: not yet
 
     def forward(self, x: Tensor) -> Tensor:
-        plan = self._plan if self._plan is not False else self._make_plan()
-        if plan is not None and plan[0] and native_mlp.supports(x, plan[1][::2]):
-            return native_mlp.mlp_forward(x, plan[0], tuple(plan[1]))
+        params = self._native_params()
+        if params is not None and params[1] and native_mlp.supports(x, params[1][::2]):
+            return native_mlp.mlp_forward(x, *params)
         for layer in self:
             x = layer.forward(x)
         return x
 
     def forward_with(self, x: Tensor, tail: nn.Linear) -> Tensor:
         """``tail(self(x))``: with the stack's layers in one native call where they run."""
-        plan = self._plan if self._plan is not False else self._make_plan()
-        if plan is not None and type(tail) is nn.Linear and tail.bias is not None:
-            weights = [*plan[1][::2], tail.weight]
-            if native_mlp.supports(x, weights):
-                codes = (*plan[0], native_mlp.IDENTITY)
-                return native_mlp.mlp_forward(x, codes, (*plan[1], tail.weight, tail.bias))
+        params = self._native_params()
+        if params is not None and type(tail) is nn.Linear and tail.bias is not None:
+            codes, weights = (*params[0], native_mlp.IDENTITY), (*params[1], tail.weight, tail.bias)
+            if native_mlp.supports(x, weights[::2]):
+                return native_mlp.mlp_forward(x, codes, weights)
         return tail(self(x))
 
-    def _make_plan(self) -> tuple[tuple[int, ...], list[Tensor]] | None:
-        """``(activation codes, [W_0, b_0, ...])`` if the layers are Linear + (tanh or relu)
-        pairs the kernels can run (no layers: ``((), [])``), else None. Looked at once: the
-        layers do not change."""
-        layers, codes, params = list(self), [], []
-        plan = None
-        if len(layers) % 2 == 0:
-            for linear, activation in zip(layers[::2], layers[1::2], strict=True):
-                code = _NATIVE_ACTIVATIONS.get(type(activation))
-                if type(linear) is not nn.Linear or linear.bias is None or code is None:
-                    break
-                codes.append(code)
-                params += [linear.weight, linear.bias]
-            else:
-                plan = (tuple(codes), params)
-        self._plan = plan
-        return plan
+    def _native_params(self) -> tuple[tuple[int, ...], tuple[Tensor, ...]] | None:
+        """``(activation codes, (W_0, b_0, ...))`` if the layers are Linear + (tanh or relu)
+        pairs the kernels can run (no layers: ``((), ())``), else None. The layer types are
+        looked at once; the parameters are read at every call (they may be replaced)."""
+        if self._plan is False:
+            layers, codes, linears = list(self), [], []
+            self._plan = None
+            if len(layers) % 2 == 0:
+                for linear, activation in zip(layers[::2], layers[1::2], strict=True):
+                    code = _NATIVE_ACTIVATIONS.get(type(activation))
+                    if type(linear) is not nn.Linear or linear.bias is None or code is None:
+                        break
+                    codes.append(code)
+                    linears.append(linear)
+                else:
+                    self._plan = (tuple(codes), linears)
+        if self._plan is None:
+            return None
+        codes, linears = self._plan
+        return codes, tuple(p for linear in linears for p in (linear.weight, linear.bias))
 
-    def _apply(self, fn, recurse=True):  # .to() / .double() may replace the parameters
+    def _apply(self, fn, recurse=True):  # look again after .to() / .double() and the like
         self._plan = False
         return super()._apply(fn, recurse)
 
