@@ -159,14 +159,14 @@ _native_functions: tuple | None = None
 
 
 def _native() -> tuple:
-    """``(library, _cached)`` of :mod:`recurrl.nn.native`, imported on first use (that package
-    imports this module)."""
+    """``(library, transposed)`` of :mod:`recurrl.nn.native`, imported on first use (that
+    package imports this module)."""
     global _native_functions
     if _native_functions is None:
         from recurrl.nn.native.build import library
-        from recurrl.nn.native.frozen import _cached
+        from recurrl.nn.native.frozen import transposed
 
-        _native_functions = (library, _cached)
+        _native_functions = (library, transposed)
     return _native_functions
 
 
@@ -174,9 +174,9 @@ def _native_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``bias + x @ weight^T`` by ``recurrl_linear_forward``: each element the bias plus the
     products in order over ``k`` (``W^T`` cached inside ``frozen_weights`` blocks)."""
     rows, columns, outputs = x.shape[0], x.shape[1], weight.shape[0]
-    library, cached = _native()
+    library, transposed = _native()
     x = x.contiguous()
-    weight_t = cached("transpose", _transpose, weight)
+    weight_t = transposed(weight)
     bias = x.new_zeros(outputs) if bias is None else bias.detach().contiguous()
     y = x.new_empty(rows, outputs)
     library().recurrl_linear_forward(

@@ -15,6 +15,8 @@ Measured (AMD EPYC Zen 5, torch 2.13, one thread; sb3's MlpLstmPolicy shape, 8 e
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -83,9 +85,7 @@ class _Builder:
         self.program.keep(batch, Slot("start"), self.keep)
 
     def output(self, name: str, shape: tuple[int, ...]) -> Slot:
-        numel = 1
-        for n in shape:
-            numel *= n
+        numel = math.prod(shape)
         self.outputs[name] = (self.size, numel, shape)
         self.size += numel
         return Slot("out", self.outputs[name][0])

@@ -46,6 +46,15 @@ def _cached(what: str, make, *sources: torch.Tensor) -> torch.Tensor:
     return hit[1]
 
 
+def transposed(weight: torch.Tensor) -> torch.Tensor:
+    """``weight.t().contiguous()``, once per block for each weight (every call outside one)."""
+    return _cached("transpose", _transpose, weight)
+
+
+def _transpose(weight: torch.Tensor) -> torch.Tensor:
+    return weight.t().contiguous()
+
+
 def active() -> bool:
     """Whether a :func:`frozen_weights` block is open."""
     return _frozen is not None

@@ -37,7 +37,7 @@ def _recurrent_weight(weight: Tensor) -> tuple[int, Tensor]:
     :func:`frozen_weights`, else ``W_hh`` for the kernel to transpose."""
     if not frozen.active():
         return 0, weight.contiguous()
-    return 1, _cached("transpose", lambda w: w.t().contiguous(), weight)
+    return 1, frozen.transposed(weight)
 
 
 def _flat_keep(keep: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from recurrl.nn.native.build import library
-from recurrl.nn.native.layers import _cached
+from recurrl.nn.native.frozen import transposed
 
 IDENTITY, TANH, RELU = 0, 1, 2
 """Activation codes of the kernels."""
@@ -42,11 +42,6 @@ def supports(x: Tensor, weights: list[Tensor]) -> bool:
     )
 
 
-def _transposed(weight: Tensor) -> Tensor:
-    """``W^T`` contiguous (cached inside ``frozen_weights`` blocks, like the recurrent weights)."""
-    return _cached("transpose", lambda w: w.t().contiguous(), weight)
-
-
 def _forward(x: Tensor, codes: tuple[int, ...], params: tuple[Tensor, ...]) -> list[Tensor]:
     """Each layer's output ``[M, N]`` for ``x[M, K]`` (contiguous)."""
     lib, outputs = library(), []
@@ -54,7 +49,7 @@ def _forward(x: Tensor, codes: tuple[int, ...], params: tuple[Tensor, ...]) -> l
         weight, bias = params[2 * index], params[2 * index + 1]
         rows, (out_features, in_features) = x.shape[0], weight.shape
         y = x.new_empty(rows, out_features)
-        weight_t, bias = _transposed(weight), bias.detach().contiguous()  # held over the call
+        weight_t, bias = transposed(weight), bias.detach().contiguous()  # held over the call
         lib.recurrl_linear_forward(
             rows,
             in_features,
