@@ -37,8 +37,8 @@ Array = Tensor | Slot
 
 
 class Program:
-    """Ops appended in order (:meth:`linear`, :meth:`lstm`, :meth:`gru`), then called with the
-    tensors their slots name (float32, contiguous, the sizes the ops were recorded with)."""
+    """Ops appended in order (:meth:`keep`, :meth:`linear`, :meth:`lstm`, :meth:`gru`), then
+    called with the tensors their slots name (float32, contiguous, the recorded sizes)."""
 
     def __init__(self) -> None:
         self._ints: list[int] = []
