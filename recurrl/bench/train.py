@@ -276,14 +276,19 @@ def _learning_table(args: argparse.Namespace, common: dict, header: str) -> list
     print(f"\n3. learning on {args.env}, {args.learning_steps:,} steps per run\n{header}")
     rows = []
     for seed in (int(s) for s in args.learning_seeds.split(",")):
+        pair = []
         for kind in libraries:
             settings = {**common, "steps": args.learning_steps, "seed": seed}
             if kind == "recurrl":
                 settings["bptt_len"] = args.bptt_len
             row = _in_subprocess(kind, **settings)
             if row:
-                rows.append(row)
+                pair.append(row)
                 print(_format(row) + f"   seed {seed}", flush=True)
+        if len(pair) == 2:
+            ratio = pair[0]["sps"] / pair[1]["sps"]
+            print(f"seed {seed}: recurrl / sb3-contrib SPS: {ratio:.1f}x", flush=True)
+        rows += pair
     return rows
 
 
