@@ -114,21 +114,21 @@ def _register(env_id: str, **kwargs: Any) -> None:
 
 _register(
     "recurrl/CartPoleNoVelocity-v0",
-    entry_point="envs.wrappers:cartpole_no_velocity",
-    vector_entry_point="envs.cartpole:CartPoleNoVelocityVectorEnv",
+    entry_point="recurrl.envs.wrappers:cartpole_no_velocity",
+    vector_entry_point="recurrl.envs.cartpole:CartPoleNoVelocityVectorEnv",
     max_episode_steps=500,
     reward_threshold=475.0,
 )
 _register(
     "recurrl/PendulumNoVelocity-v0",
-    entry_point="envs.wrappers:pendulum_no_velocity",
+    entry_point="recurrl.envs.wrappers:pendulum_no_velocity",
     max_episode_steps=200,
 )
 for _name, (_module, _threshold) in _SUITE.items():
     _register(
         f"recurrl/{_name}-v0",
-        entry_point=f"envs.{_module}:{_name}Env",
-        vector_entry_point=f"envs.{_module}:{_name}VectorEnv",
+        entry_point=f"recurrl.envs.{_module}:{_name}Env",
+        vector_entry_point=f"recurrl.envs.{_module}:{_name}VectorEnv",
         reward_threshold=_threshold,
     )
     ENVIRONMENTS[f"recurrl/{_name}-v0"]["reward_threshold"] = _threshold

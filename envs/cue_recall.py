@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
 
 # Bit b of byte value v, as floats: _BYTE_BITS[v, b] = (v >> b) & 1.
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float32)  # (256, 8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
 
 OUTSIDE, FLOOR, WALL, BALL = 0, 1, 2, 3  # object types
 TYPE_LEVELS = np.array([0, 85, 170, 255], dtype=np.uint8)  # channel 0 value of each type

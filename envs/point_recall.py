@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, uniform
+from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, uniform
 
 MIN_RADIUS, MAX_RADIUS = 0.4, 0.9  # goal distance from the start, keeps 1 / d0 bounded
 

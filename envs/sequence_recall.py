@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import Task, TaskEnv, TaskVectorEnv, below, draw
 
 
 class SequenceRecall(Task):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw
+from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw
 
 FORWARD, UP, DOWN = 0, 1, 2
 

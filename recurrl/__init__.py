@@ -1,6 +1,10 @@
-"""recurrl: recurrent policies for partially observable reinforcement learning."""
+"""recurrl: recurrent policies for partially observable reinforcement learning.
 
-import envs as _envs  # noqa: F401  (registers the recurrl/* Gymnasium ids)
+Importing ``recurrl`` (or ``recurrl.nn``, ``recurrl.policy``) registers no environment.
+``import recurrl.envs`` registers the ``recurrl/*`` Gymnasium ids, like ``import ale_py``; the
+CLI and :func:`recurrl.algo.make_env.make_vector_env` do it for you, and
+``gymnasium.make("recurrl.envs:recurrl/TMaze-v0")`` does it from the id alone.
+"""
 
 __version__ = "0.1.0"
 
@@ -10,7 +14,7 @@ __all__ = ["__version__", "load_policy"]
 def __getattr__(name: str):
     # Lazy so that `import recurrl.nn` stays light and import order stays low -> high level.
     if name == "load_policy":
-        from recurrl.checkpoint import load_policy
+        from recurrl.run.checkpoint import load_policy
 
         return load_policy
     raise AttributeError(f"module 'recurrl' has no attribute {name!r}")

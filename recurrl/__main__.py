@@ -2,6 +2,6 @@
 
 import sys
 
-from recurrl.cli import main
+from recurrl.app.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Errors that stop a training run that was set up correctly.
 
 Bad input (a config, a checkpoint) is refused before a run starts with
-:class:`~recurrl.config.ConfigError` or :class:`~recurrl.checkpoint.CheckpointError` (exit code
+:class:`~recurrl.config.ConfigError` or :class:`~recurrl.run.checkpoint.CheckpointError` (exit code
 2). The errors here happen while training: an env that raised or returned NaN, a loss that
 diverged, a checkpoint that could not be written. The trainer catches them, writes a checkpoint
 of the last completed update where it can, and appends what it saved and how to continue to the

@@ -17,9 +17,9 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 # 1. parity of every implementation on the GPU against the reference (outputs, gradients, resets)
 "$python" -m pytest -q tests/test_nn_fast.py -k cuda 2>&1 | tee "$out/parity.txt"
 # 2. cells: ours (auto picks reference on CUDA), fused, reference vs cuDNN and the per-step loop
-"$python" -m recurrl.bench.cells --device cuda --repeats 15 --out "$out/cells_cuda.json" \
+"$python" -m recurrl.app.bench.cells --device cuda --repeats 15 --out "$out/cells_cuda.json" \
   2>&1 | tee "$out/cells_cuda.txt"
 # 3. training throughput and scaling on the GPU (recurrl only; sb3-contrib if installed)
-"$python" -m recurrl.bench.train --device cuda --steps 65536 --scaling 8,64,512,4096 \
+"$python" -m recurrl.app.bench.train --device cuda --steps 65536 --scaling 8,64,512,4096 \
   --scaling-env recurrl/TMaze-v0 --out "$out/train_cuda.json" 2>&1 | tee "$out/train_cuda.txt"
 echo "wrote $out"

@@ -1,7 +1,7 @@
 """Tiny envs built from spaces, for the space tests (importing this registers their ids).
 
 - ``recurrl_test/RandomSpace-v0``: observations sampled from any observation space, random
-  rewards, fixed episode length; spaces given as objects or as ``recurrl.spaces`` dicts (so a
+  rewards, fixed episode length; spaces given as objects or as ``recurrl.policy.spaces`` dicts (so a
   YAML / dotted config can name them).
 - ``recurrl_test/DictCue-v0``: a ``Dict`` observation whose ``cue`` names the rewarded action.
 - ``recurrl_test/MultiTarget-v0``: ``MultiDiscrete`` actions that must match a shown target.
@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from recurrl.spaces import ACTION_MASK_KEY, space_from_dict
+from recurrl.policy.spaces import ACTION_MASK_KEY, space_from_dict
 
 
 def _space(space: spaces.Space | dict[str, Any]) -> spaces.Space:

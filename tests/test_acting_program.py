@@ -8,11 +8,11 @@ import gymnasium as gym
 import pytest
 import torch
 
+from recurrl.algo.rollout import Collector
 from recurrl.config import PolicyConfig
 from recurrl.nn import matmul, native
 from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
-from recurrl.rollout import Collector
 from tests.test_host_buffers import fields
 
 needs_native = pytest.mark.skipif(

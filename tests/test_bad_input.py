@@ -1,6 +1,6 @@
 """Bad input and faults get one clear answer and an exit code, and no earlier work is lost.
 
-Each case goes through the command line (``recurrl.cli.main``) where it can and asserts the
+Each case goes through the command line (``recurrl.app.cli.main``) where it can and asserts the
 message, the exit code (2: refused before starting; 1: a run that could not go on) and that the
 work already on disk survived: an earlier run folder byte for byte, or the last checkpoint and
 the metrics before it. Cases already covered elsewhere are not repeated here: ``test_cli``
@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 import torch
 
-from recurrl import ppo
-from recurrl.checkpoint import load_checkpoint, save_checkpoint
-from recurrl.cli import main
+from recurrl.algo import ppo
+from recurrl.algo.make_env import make_vector_env
+from recurrl.algo.rollout import Collector
+from recurrl.app.cli import main
 from recurrl.config import _POSITIVE, field_docs, load_config, to_dict
 from recurrl.errors import DivergenceError
-from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.resume import read_metrics
-from recurrl.rollout import Collector
+from recurrl.run.checkpoint import load_checkpoint, save_checkpoint
+from recurrl.run.resume import read_metrics
 
 # --- an env that misbehaves on cue -----------------------------------------------------------
 
@@ -259,14 +259,14 @@ def test_python_tags_are_refused_not_run(tmp_path, capsys):
 
 def test_incompatible_combinations(earlier_run, tmp_path, capsys):
     before = snapshot(earlier_run)
-    flicker = "env.wrappers=[{path: 'envs.wrappers:Flicker', kwargs: {p: 0.1}}]"
+    flicker = "env.wrappers=[{path: 'recurrl.envs.wrappers:Flicker', kwargs: {p: 0.1}}]"
     cases = [
         (["env.id=recurrl_test/Faulty-v0", "env.vectorization=native"], "has no native"),
         (
             ["env.id=CartPole-v1", "env.vectorization=native", flicker],
             "env.wrappers: a native vector env has no single envs to wrap",
         ),
-        (["env.wrappers=[{path: 'envs.wrappers:NoSuch'}]"], "has no attribute 'NoSuch'"),
+        (["env.wrappers=[{path: 'recurrl.envs.wrappers:NoSuch'}]"], "has no attribute 'NoSuch'"),
     ]
     for overrides, message in cases:
         refused(capsys, train_args(f"run.dir={earlier_run}", *overrides), message)

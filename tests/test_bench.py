@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from recurrl.cli import main
+from recurrl.app.cli import main
 
 
 def test_bench_train_runs_and_writes_json(tmp_path, capsys):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from recurrl.cli import main
+from recurrl.app.cli import main
 
 BAD_INPUTS = [
     (["ppo.learnin_rate=0.1"], "unknown key ppo.learnin_rate (did you mean ppo.learning_rate?)"),

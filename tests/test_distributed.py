@@ -24,13 +24,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from recurrl import ppo
-from recurrl.checkpoint import load_checkpoint
-from recurrl.cli import main
+from recurrl.algo import ppo
+from recurrl.algo.distributed import World, close_world, setup_world
+from recurrl.app.cli import main
 from recurrl.config import PPOConfig, load_config
-from recurrl.distributed import World, close_world, setup_world
-from recurrl.resume import read_metrics
-from recurrl.train import Trainer
+from recurrl.run.checkpoint import load_checkpoint
+from recurrl.run.resume import read_metrics
+from recurrl.run.train import Trainer
 from tests.test_resume import CUE_OVERRIDES, strip_timing
 from tests.test_tbptt import collect
 

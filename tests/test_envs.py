@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-import envs
+from recurrl import envs
 
 SUITE = [
     "recurrl/TMaze-v0",

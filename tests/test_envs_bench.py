@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recurrl.bench import envs as bench
+from recurrl.app.bench import envs as bench
 
 
 def test_bench_writes_json(tmp_path: Path, capsys) -> None:

@@ -16,11 +16,11 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
+from recurrl.envs.cartpole import CartPoleNoVelocityVectorEnv
 
-from envs.cartpole import CartPoleNoVelocityVectorEnv
+from recurrl.algo.make_env import make_vector_env
 from recurrl.config import EnvConfig
-from recurrl.make_env import make_vector_env
-from recurrl.resume import StatefulVectorEnv, env_state, restore_env_state
+from recurrl.run.resume import StatefulVectorEnv, env_state, restore_env_state
 
 ENV_ID = "recurrl/CartPoleNoVelocity-v0"
 
@@ -36,8 +36,8 @@ def assert_same(a, b) -> None:
 
 def test_registered_as_the_vector_entry_point() -> None:
     spec = gym.spec(ENV_ID)
-    assert spec.vector_entry_point == "envs.cartpole:CartPoleNoVelocityVectorEnv"
-    assert spec.entry_point == "envs.wrappers:cartpole_no_velocity"
+    assert spec.vector_entry_point == "recurrl.envs.cartpole:CartPoleNoVelocityVectorEnv"
+    assert spec.entry_point == "recurrl.envs.wrappers:cartpole_no_velocity"
     vec = gym.make_vec(ENV_ID, num_envs=3)
     assert isinstance(vec, CartPoleNoVelocityVectorEnv)
     assert vec.max_episode_steps == 500  # the spec's, passed by make_vec
@@ -299,7 +299,7 @@ def test_make_vector_env_picks_native_unless_wrapped_or_sync() -> None:
     )
     native = make_vector_env(EnvConfig(id=ENV_ID, num_envs=2, vectorization="native"))
     assert isinstance(native, CartPoleNoVelocityVectorEnv) and native.max_episode_steps == 500
-    flicker = [{"path": "envs.wrappers:Flicker", "kwargs": {"p": 0.1}}]
+    flicker = [{"path": "recurrl.envs.wrappers:Flicker", "kwargs": {"p": 0.1}}]
     wrapped = make_vector_env(EnvConfig(id=ENV_ID, num_envs=2, wrappers=flicker))
     assert isinstance(wrapped, gym.vector.SyncVectorEnv)
     sync = make_vector_env(EnvConfig(id=ENV_ID, num_envs=2, vectorization="sync"))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recurrl.algo.evaluate import evaluate
 from recurrl.config import load_config
-from recurrl.evaluate import evaluate
-from recurrl.train import train
+from recurrl.run.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,8 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from envs.bandit import oracle_return
-from envs.memory_grid import BALL, TYPE_LEVELS, colour_level
+from recurrl.envs.bandit import oracle_return
+from recurrl.envs.memory_grid import BALL, TYPE_LEVELS, colour_level
 
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -45,7 +44,7 @@ def threshold(env_id: str) -> float:
 
 
 def optimal(env_id: str) -> float:
-    import envs
+    from recurrl import envs
 
     return envs.ENVIRONMENTS[env_id]["optimal_return"]
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from recurrl.checkpoint import load_checkpoint
-from recurrl.cli import main
+from recurrl import envs
+from recurrl.app.cli import main
 from recurrl.config import load_config
-from recurrl.resume import StatefulVectorEnv, env_state, read_metrics, restore_env_state
-from recurrl.train import Trainer, train
+from recurrl.run.checkpoint import load_checkpoint
+from recurrl.run.resume import StatefulVectorEnv, env_state, read_metrics, restore_env_state
+from recurrl.run.train import Trainer, train
 
 # Small difficulties so that episodes end (and autoreset) within the few steps stepped here.
 NATIVE = {

@@ -5,8 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from envs.wrappers import Flicker, MaskObservation, ObservationNoise
+from recurrl.envs.wrappers import Flicker, MaskObservation, ObservationNoise
 
 
 def clean_and_wrapped(wrapper, steps: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from recurrl.checkpoint import save_checkpoint
-from recurrl.cli import main
+from recurrl.app.cli import main
+from recurrl.app.video import VideoError, write_video
 from recurrl.config import load_config, to_dict
 from recurrl.policy import ActorCritic
-from recurrl.video import VideoError, write_video
+from recurrl.run.checkpoint import save_checkpoint
 
 
 class Corridor(gym.Env):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recurrl.returns import generalized_advantage_estimate
+from recurrl.algo.returns import generalized_advantage_estimate
 
 
 def slow_gae(rewards, values, next_values, terminated, truncated, gamma, lam):

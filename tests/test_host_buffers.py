@@ -1,5 +1,5 @@
-"""The collector's host staging (``recurrl.host_buffers``): the copy path that accelerators take
-gives the same rollout as the shared-memory path CPU takes, rollouts hold ordinary tensors, and
+"""The collector's host staging (``recurrl.algo.host_buffers``): the copy path that accelerators
+take gives the same rollout as the shared-memory path CPU takes, rollouts hold ordinary tensors, and
 the quick finiteness check agrees with the one that locates bad rows."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 import torch
 from gymnasium import spaces
 
-import recurrl.rollout
+import recurrl.algo.rollout
+from recurrl.algo.env_checks import all_finite, nonfinite_rows
+from recurrl.algo.host_buffers import HostBuffers
+from recurrl.algo.rollout import Collector, Rollout
 from recurrl.config import PolicyConfig
-from recurrl.env_checks import all_finite, nonfinite_rows
-from recurrl.host_buffers import HostBuffers
 from recurrl.policy import ActorCritic
 from recurrl.policy.tree import TensorTree, tree_leaves
-from recurrl.rollout import Collector, Rollout
 from tests.space_envs import RandomSpaceEnv
 
 SAME, NEXT = gym.vector.AutoresetMode.SAME_STEP, gym.vector.AutoresetMode.NEXT_STEP
@@ -56,7 +56,7 @@ def fields(rollout: Rollout) -> dict[str, list[torch.Tensor]]:
 def test_copied_host_buffers_give_the_same_rollouts_as_shared_ones(mode, monkeypatch):
     shared = make_collector(mode)
     expected = [shared.collect() for _ in range(2)]
-    monkeypatch.setattr(recurrl.rollout, "HostBuffers", partial(HostBuffers, shared=False))
+    monkeypatch.setattr(recurrl.algo.rollout, "HostBuffers", partial(HostBuffers, shared=False))
     copied = make_collector(mode)
     for want, got in zip(expected, (copied.collect() for _ in range(2)), strict=True):
         for name, leaves in fields(got).items():

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from recurrl.checkpoint import load_checkpoint
-from recurrl.cli import main
+from recurrl.app.cli import main
+from recurrl.app.plot import PlotError, find_runs, mean_band, plot_runs
+from recurrl.app.suite import load_suite, plan_jobs, run_suite
 from recurrl.config import load_config
-from recurrl.plot import PlotError, find_runs, mean_band, plot_runs
-from recurrl.suite import load_suite, plan_jobs, run_suite
+from recurrl.run.checkpoint import load_checkpoint
 
 PNG = b"\x89PNG"
 

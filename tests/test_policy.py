@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import recurrl
-from recurrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recurrl.config import PolicyConfig, load_config, to_dict
 from recurrl.policy import ActorCritic
-from recurrl.train import train
+from recurrl.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recurrl.run.train import train
 
 
 @pytest.mark.parametrize("core", ["lstm", "gru", "none"])

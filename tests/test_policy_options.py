@@ -11,15 +11,15 @@ from gymnasium import spaces
 from torch.distributions import AffineTransform, TanhTransform, TransformedDistribution
 
 import recurrl
-from recurrl import ppo
+from recurrl.algo import ppo
+from recurrl.algo.evaluate import evaluate
+from recurrl.algo.rollout import Collector
 from recurrl.config import PolicyConfig, load_config
-from recurrl.evaluate import evaluate
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import LearnedInitialState, make_core
 from recurrl.policy.layernorm import LayerNormGRU, LayerNormLSTM
-from recurrl.rollout import Collector
-from recurrl.spaces import space_to_dict
-from recurrl.train import train
+from recurrl.policy.spaces import space_to_dict
+from recurrl.run.train import train
 from tests.space_envs import RandomSpaceEnv
 
 SAME, NEXT = gym.vector.AutoresetMode.SAME_STEP, gym.vector.AutoresetMode.NEXT_STEP

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from recurrl import optim, ppo
+from recurrl.algo import optim, ppo
 from recurrl.config import PPOConfig
 
 # --- the fused loss ---------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recurrl.algo.returns import generalized_advantage_estimate
 from recurrl.config import _CHOICES, Config, config_from_dict, field_docs, load_config, to_dict
-from recurrl.returns import generalized_advantage_estimate
 from tests.test_gae import slow_gae
 
 # --- GAE -------------------------------------------------------------------------------------

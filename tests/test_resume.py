@@ -15,11 +15,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from recurrl.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
-from recurrl.cli import main
+from recurrl.app.cli import main
 from recurrl.config import ConfigError, load_config
-from recurrl.resume import StatefulVectorEnv, read_metrics, resume_checkpoint, resume_config
-from recurrl.train import Trainer, train
+from recurrl.run.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
+from recurrl.run.resume import StatefulVectorEnv, read_metrics, resume_checkpoint, resume_config
+from recurrl.run.train import Trainer, train
 
 TIMING = {"sps", "time_s"}
 

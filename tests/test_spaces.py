@@ -15,13 +15,13 @@ import torch
 from gymnasium import spaces
 
 import recurrl
-from recurrl import ppo
-from recurrl.checkpoint import save_checkpoint
+from recurrl.algo import ppo
+from recurrl.algo.make_env import make_vector_env
+from recurrl.algo.rollout import Collector
 from recurrl.config import Config, EnvConfig, PolicyConfig, PPOConfig, to_dict
-from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.rollout import Collector
-from recurrl.spaces import space_to_dict
+from recurrl.policy.spaces import space_to_dict
+from recurrl.run.checkpoint import save_checkpoint
 from tests import space_envs  # noqa: F401  (registers recurrl_test/* ids)
 
 OBSERVATION_SPACES = {

@@ -8,13 +8,13 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from recurrl import ppo
+from recurrl.algo import ppo
+from recurrl.algo.rollout import Collector
 from recurrl.config import PolicyConfig
 from recurrl.policy import ActorCritic
 from recurrl.policy.encoders import ImageEncoder, ObservationEncoder
+from recurrl.policy.spaces import image_layout
 from recurrl.policy.tree import as_observation, observation_leaves, stack_observations
-from recurrl.rollout import Collector
-from recurrl.spaces import image_layout
 from tests.space_envs import RandomSpaceEnv
 
 U8 = np.uint8

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from recurrl.cli import main
+from recurrl.algo.make_env import make_vector_env
+from recurrl.app.cli import main
 from recurrl.config import ConfigError, EnvConfig, PolicyConfig, load_config
-from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.spaces import UnsupportedSpaceError
+from recurrl.policy.spaces import UnsupportedSpaceError
 from tests import space_envs  # noqa: F401  (registers recurrl_test/* ids)
 
 BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -122,14 +122,20 @@ def test_bad_settings_name_the_dotted_key(overrides, message):
 
 
 WRAPPER_ERRORS = [
-    ([{"path": "envs.wrapers:Flicker"}], "env.wrappers[0]: cannot import module 'envs.wrapers'"),
     (
-        [{"path": "envs.wrappers:Flicker", "kwargs": {"p": 0.5}}, {"path": "envs:Nope"}],
-        "env.wrappers[1]: module 'envs' has no attribute 'Nope'",
+        [{"path": "recurrl.envs.wrapers:Flicker"}],
+        "env.wrappers[0]: cannot import module 'recurrl.envs.wrapers'",
     ),
     (
-        [{"path": "envs.wrappers:MaskObservation", "kwargs": {"colour": 1}}],
-        "env.wrappers[0]: envs.wrappers:MaskObservation rejected its arguments",
+        [
+            {"path": "recurrl.envs.wrappers:Flicker", "kwargs": {"p": 0.5}},
+            {"path": "recurrl.envs:Nope"},
+        ],
+        "env.wrappers[1]: module 'recurrl.envs' has no attribute 'Nope'",
+    ),
+    (
+        [{"path": "recurrl.envs.wrappers:MaskObservation", "kwargs": {"colour": 1}}],
+        "env.wrappers[0]: recurrl.envs.wrappers:MaskObservation rejected its arguments",
     ),
 ]
 

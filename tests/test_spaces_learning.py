@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from recurrl.envs.bandit import oracle_return
 
-from envs.bandit import oracle_return
+from recurrl.algo.evaluate import evaluate
 from recurrl.config import load_config
-from recurrl.evaluate import evaluate
-from recurrl.train import train
+from recurrl.run.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,11 @@ import gymnasium as gym
 import pytest
 import torch
 
-from recurrl import ppo
+from recurrl.algo import ppo
+from recurrl.algo.make_env import make_vector_env
+from recurrl.algo.rollout import Collector
 from recurrl.config import EnvConfig, PolicyConfig, PPOConfig
-from recurrl.make_env import make_vector_env
 from recurrl.policy import ActorCritic
-from recurrl.rollout import Collector
 
 
 def collect(core: str, rollout_len: int, bptt_len: int, env_id="recurrl/CartPoleNoVelocity-v0"):

@@ -10,11 +10,11 @@ import types
 
 import pytest
 
-from recurrl.cli import main
+from recurrl.app.cli import main
 from recurrl.config import load_config
-from recurrl.progress import format_duration, make_console
-from recurrl.resume import resume_checkpoint, resume_config
-from recurrl.train import train
+from recurrl.run.progress import format_duration, make_console
+from recurrl.run.resume import resume_checkpoint, resume_config
+from recurrl.run.train import train
 from tests.test_resume import interrupt_after
 from tests.wandb_files import read_offline_run, read_offline_runs
 

@@ -13,7 +13,7 @@ ranks' batches (:meth:`World.synced_statistics`).
 
 Rank 0 logs and writes checkpoints; a checkpoint holds every rank's random streams and
 collector / env state (gathered by rank 0), so each rank resumes its own (see
-``recurrl.train``). Without torchrun's variables everything here is a no-op: :data:`SINGLE`.
+``recurrl.run.train``). Without torchrun's variables everything here is a no-op: :data:`SINGLE`.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recurrl.algo.make_env import make_vector_env
 from recurrl.config import EnvConfig
-from recurrl.make_env import make_vector_env
 from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.inputs import null_action

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,18 +14,31 @@ import gymnasium as gym
 from recurrl.config import ConfigError, EnvConfig
 
 
+def import_user_module(name: str, key: str) -> Any:
+    """Import the user's module ``name`` for config key ``key``, as ``python -m`` would.
+
+    The current folder is searched first, as ``python -m`` and ``python script.py`` do, so
+    ``env.id: myenv:MyEnv-v0`` finds ``./myenv.py`` from the ``recurrl`` console script too.
+    Any import failure is the user's module: it is named in a :class:`ConfigError`.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except Exception as error:
+        raise ConfigError(
+            f"{key}: cannot import module {name!r}: {type(error).__name__}: {error}"
+        ) from None
+
+
 def resolve_env_id(env_id: str) -> str:
     """Import ``module`` of ``module:Id`` (third-party registrations), check the id exists."""
-    import envs  # noqa: F401  (registers recurrl/* ids)
+    from recurrl import envs  # noqa: F401  (registers recurrl/* ids)
 
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
-        try:
-            importlib.import_module(module)
-        except Exception as error:  # any import failure is the user's module, name it
-            raise ConfigError(
-                f"env.id: cannot import module {module!r}: {type(error).__name__}: {error}"
-            ) from None
+        import_user_module(module, "env.id")
     if env_id not in gym.registry:
         guess = difflib.get_close_matches(env_id, list(gym.registry), n=1)
         hint = f" (did you mean {guess[0]}?)" if guess else ""
@@ -35,12 +50,7 @@ def import_wrapper(index: int, path: str) -> Callable[..., gym.Env]:
     """Import ``env.wrappers[index].path`` = ``"package.module:Class"`` (never evaluated)."""
     module_name, _, attribute = path.partition(":")
     key = f"env.wrappers[{index}]"
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as error:  # any import failure is the user's module, name it
-        raise ConfigError(
-            f"{key}: cannot import module {module_name!r}: {type(error).__name__}: {error}"
-        ) from None
+    target = import_user_module(module_name, key)
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise ConfigError(f"{key}: module {module_name!r} has no attribute {attribute!r}")

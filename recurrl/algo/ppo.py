@@ -15,15 +15,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from recurrl.algo.distributed import SINGLE, World
+from recurrl.algo.optim import clip_grad_norm_, trainable_parameters
+from recurrl.algo.rollout import Rollout
 from recurrl.config import PPOConfig
-from recurrl.distributed import SINGLE, World
 from recurrl.errors import DivergenceError
 from recurrl.nn.native import frozen_weights
-from recurrl.optim import clip_grad_norm_, trainable_parameters
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.tree import Observation, tree_map
-from recurrl.rollout import Rollout
 
 
 class Sequences(NamedTuple):

@@ -2,7 +2,7 @@
 
 GAE keeps ``terminated`` and ``truncated`` apart: a terminated step bootstraps from nothing, a
 truncated one from the value of its final observation (``next_values``, filled by the
-collector, :mod:`recurrl.rollout`).
+collector, :mod:`recurrl.algo.rollout`).
 """
 
 from __future__ import annotations

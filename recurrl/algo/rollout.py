@@ -1,5 +1,5 @@
-"""Rollout collection (advantages and reward scaling: :mod:`recurrl.returns`; the host arrays the
-loop writes what the env returns into: :mod:`recurrl.host_buffers`).
+"""Rollout collection (advantages and reward scaling: :mod:`recurrl.algo.returns`; the host
+arrays the loop writes what the env returns into: :mod:`recurrl.algo.host_buffers`).
 
 :class:`Collector` steps a Gymnasium ``VectorEnv`` with the policy for ``T`` steps, carrying the
 recurrent state across steps and rollouts, and returns a :class:`Rollout` of ``[T, B]`` tensors
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recurrl.env_checks import GuardedEnvs, final_observations
-from recurrl.host_buffers import HostBuffers, from_host
+from recurrl.algo.env_checks import GuardedEnvs, final_observations
+from recurrl.algo.host_buffers import HostBuffers, from_host
+from recurrl.algo.returns import RewardScaler, generalized_advantage_estimate
 from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
@@ -38,7 +39,6 @@ from recurrl.policy.tree import (
     tree_leaves,
     tree_map,
 )
-from recurrl.returns import RewardScaler, generalized_advantage_estimate
 
 
 @dataclass
@@ -181,7 +181,7 @@ class Collector:
         """Fold the last rollout's raw rewards into the policy's previous-reward statistics.
 
         :meth:`collect` does it first; the trainer calls it before, so that data-parallel ranks
-        can merge their statistics (``recurrl.distributed.World.synced_statistics``).
+        can merge their statistics (``recurrl.algo.distributed.World.synced_statistics``).
         """
         if self.unseen_rewards:
             rewards = np.concatenate(self.unseen_rewards)
@@ -350,7 +350,7 @@ class Collector:
         reward, the NEXT_STEP pending resets, the running episode returns/lengths, the raw
         rewards not yet in the policy's statistics and the reward scaler's statistics. It
         describes the envs' current episodes, so it only makes sense together with the envs'
-        own state (see ``recurrl.resume``).
+        own state (see ``recurrl.run.resume``).
         """
         scaler = None
         if self.reward_scaler is not None:  # numpy scalars -> Python numbers (weights_only)

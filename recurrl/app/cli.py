@@ -13,10 +13,10 @@ from recurrl.config import ConfigError
 def _train(args: argparse.Namespace) -> int:
     """Train (or resume); under torchrun every rank runs this, rank 0 reads the config and
     checkpoint and hands them to the others, logs and prints the summary."""
-    from recurrl.checkpoint import CheckpointError
-    from recurrl.distributed import close_world, setup_world
+    from recurrl.algo.distributed import close_world, setup_world
     from recurrl.errors import TrainingError
-    from recurrl.train import train
+    from recurrl.run.checkpoint import CheckpointError
+    from recurrl.run.train import train
 
     world = setup_world()
     refused = (ConfigError, CheckpointError)
@@ -45,7 +45,7 @@ def _load_run(args: argparse.Namespace):
         if path is not None and "=" in path and not Path(path).is_file():
             path, overrides = None, [path, *overrides]  # only overrides: all defaults
         return load_config(path, overrides), None
-    from recurrl.resume import resume_checkpoint, resume_config
+    from recurrl.run.resume import resume_checkpoint, resume_config
 
     if args.config is not None and "=" not in args.config:
         raise ConfigError(
@@ -61,8 +61,8 @@ def _summary(result, config, eval_episodes: int) -> str:
     """Return at the start vs the end of training, against the env's optimum when known."""
     import numpy as np
 
-    import envs
-    from recurrl.evaluate import evaluate
+    from recurrl import envs
+    from recurrl.algo.evaluate import evaluate
 
     returns = [m["episodic_return"] for m in result.history]
     returns = [r for r in returns if r is not None and r == r]  # updates where episodes ended
@@ -90,15 +90,15 @@ def _summary(result, config, eval_episodes: int) -> str:
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from recurrl.checkpoint import (
+    from recurrl.algo.evaluate import evaluate
+    from recurrl.algo.make_env import make_vector_env
+    from recurrl.config import config_from_dict
+    from recurrl.run.checkpoint import (
         check_spaces,
         load_checkpoint,
         policy_from_checkpoint,
         resolve_checkpoint_path,
     )
-    from recurrl.config import config_from_dict
-    from recurrl.evaluate import evaluate
-    from recurrl.make_env import make_vector_env
 
     path = resolve_checkpoint_path(args.checkpoint)
     payload = load_checkpoint(path)
@@ -108,7 +108,7 @@ def _eval(args: argparse.Namespace) -> int:
     check_spaces(payload, envs.single_observation_space, envs.single_action_space, env_config.id)
     policy, config = policy_from_checkpoint(payload)
     if args.video:
-        from recurrl.video import record_episode, write_video
+        from recurrl.app.video import record_episode, write_video
 
         frames, total, fps = record_episode(policy, config.env, args.deterministic, args.seed)
         written = write_video(frames, args.video, fps=args.fps or fps)
@@ -136,14 +136,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from recurrl.plot import plot_runs
+    from recurrl.app.plot import plot_runs
 
     print(f"wrote {plot_runs(args.run_dirs, args.out, x=args.x)}")
     return 0
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from recurrl.suite import default_out, run_suite
+    from recurrl.app.suite import default_out, run_suite
 
     out = args.out or default_out(args.suite)
     try:
@@ -178,7 +178,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _envs(args: argparse.Namespace) -> int:
-    import envs
+    from recurrl import envs
 
     print(f"{'id':<36} {'memory':<34} {'optimal':>8}  memoryless")
     for env_id, facts in envs.ENVIRONMENTS.items():
@@ -243,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 BENCHMARKS = {
-    "cells": "recurrl.bench.cells",
-    "train": "recurrl.bench.train",
-    "envs": "recurrl.bench.envs",
+    "cells": "recurrl.app.bench.cells",
+    "train": "recurrl.app.bench.train",
+    "envs": "recurrl.app.bench.envs",
 }
 
 
@@ -267,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = [e for e in extra]  # `wandb agent` passes --key=value
-    from recurrl.checkpoint import CheckpointError
+    from recurrl.app.plot import PlotError
+    from recurrl.app.video import VideoError
     from recurrl.errors import EnvStepError, TrainingError
-    from recurrl.plot import PlotError
-    from recurrl.video import VideoError
+    from recurrl.run.checkpoint import CheckpointError
 
     try:
         return args.func(args)

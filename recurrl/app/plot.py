@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from recurrl.resume import read_metrics
+from recurrl.run.resume import read_metrics
 
 METRICS = {"episodic_return": "training return", "eval_return_mean": "evaluation return"}
 X_AXES = {"steps": ("global_step", "env steps"), "wall": ("time_s", "wall-clock seconds")}
@@ -87,7 +87,7 @@ def _pyplot():
 
 
 def _optimum(runs: list[Run]) -> float | None:
-    import envs
+    from recurrl import envs
 
     env_ids = {run.env_id.split(":")[-1] for run in runs}
     if len(env_ids) != 1:

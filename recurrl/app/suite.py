@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from recurrl.config import ConfigError, load_config, read_yaml
-from recurrl.resume import read_metrics
+from recurrl.run.resume import read_metrics
 
 
 @dataclass
@@ -149,7 +149,7 @@ def results_table(
     out: Path, suite_name: str, experiments: dict[str, tuple[str, list[Path]]]
 ) -> str:
     """Markdown: per experiment, mean ± std over seeds of the final and best eval return."""
-    import envs
+    from recurrl import envs
 
     lines = [
         f"# Suite {suite_name}",
@@ -214,7 +214,7 @@ def default_out(suite: str | Path) -> Path:
 
 def write_report(suite: str | Path, seeds: int, out: Path, extra: list[str]) -> None:
     """``results.md`` and (with matplotlib) ``curves.png`` from the suite's run folders."""
-    from recurrl.plot import PlotError, plot_runs
+    from recurrl.app.plot import PlotError, plot_runs
 
     name, experiments = load_suite(suite)
     groups: dict[str, tuple[str, list[Path]]] = {}

@@ -12,8 +12,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from recurrl.algo.make_env import resolve_env_id
 from recurrl.config import EnvConfig
-from recurrl.make_env import resolve_env_id
 from recurrl.policy import ActorCritic
 
 

@@ -12,7 +12,7 @@ readable definition, autograd through the unrolled loop), ``"fused"`` (:mod:`rec
 whole-sequence autograd Functions with a hand-written backward, any device and dtype) and
 ``"native"`` (:mod:`recurrl.nn.native`, the same Functions with the time loops in C, float32 on
 CPU, built on first use with the machine's C compiler). ``impl="auto"`` (the default) picks what
-was measured fastest (``python -m recurrl.bench.cells``): ``"native"`` on CPU for float32 when the
+was measured fastest (``recurrl bench cells``): ``"native"`` on CPU for float32 when the
 per-step recurrent product is at most :data:`NATIVE_MAX_MACS` multiply-adds and the kernels can be
 built, else ``"fused"`` on CPU; ``"reference"`` on other devices, where the fused path has not
 been measured yet.

@@ -27,19 +27,19 @@ from recurrl.policy.encoders import ObservationEncoder, layer_init, mlp
 from recurrl.policy.heads import make_head
 from recurrl.policy.inputs import PreviousInputs, null_action
 from recurrl.policy.normalize import RunningNormalizer, TreeNormalizer
+from recurrl.policy.spaces import (
+    ACTION_MASK_KEY,
+    UnsupportedSpaceError,
+    check_action_space,
+    check_observation_space,
+    image_layout,
+)
 from recurrl.policy.tree import (
     Observation,
     as_observation,
     observation_leaves,
     space_leaves,
     tree_map,
-)
-from recurrl.spaces import (
-    ACTION_MASK_KEY,
-    UnsupportedSpaceError,
-    check_action_space,
-    check_observation_space,
-    image_layout,
 )
 
 

@@ -28,8 +28,13 @@ from torch import Tensor, nn
 
 from recurrl.nn import activations
 from recurrl.nn.native import mlp as native_mlp
+from recurrl.policy.spaces import (
+    ACTION_MASK_KEY,
+    UnsupportedSpaceError,
+    channel_layout,
+    image_layout,
+)
 from recurrl.policy.tree import space_leaves
-from recurrl.spaces import ACTION_MASK_KEY, UnsupportedSpaceError, channel_layout, image_layout
 
 ACTIVATIONS = {"tanh": activations.Tanh, "relu": nn.ReLU}
 """``nn.Tanh`` is :class:`recurrl.nn.activations.Tanh`: the same module with a faster CPU tanh."""

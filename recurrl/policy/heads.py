@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Normal
 
 from recurrl.policy.encoders import layer_init
-from recurrl.spaces import check_action_space
+from recurrl.policy.spaces import check_action_space
 
 
 def _masked(logits: Tensor, mask: Tensor | None) -> Tensor:

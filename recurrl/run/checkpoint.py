@@ -1,8 +1,9 @@
 """Checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``.
 
 A checkpoint holds only tensors and plain data: the policy and optimizer state dicts, the
-resolved config, the spaces (as dicts, see ``recurrl.spaces``) and the global step; one written
-by a training run also holds its ``training`` state for exact resume (see ``recurrl.resume``).
+resolved config, the spaces (as dicts, see ``recurrl.policy.spaces``) and the global step; one
+written by a training run also holds its ``training`` state for exact resume
+(``recurrl.run.resume``).
 Nothing is unpickled beyond that, so a file carrying pickled code is refused. A write goes to a
 temporary file renamed over the target, so a failed or killed write keeps the previous file.
 """
@@ -20,7 +21,7 @@ import recurrl
 from recurrl.config import ConfigError, config_from_dict
 from recurrl.errors import CheckpointWriteError
 from recurrl.policy import ActorCritic
-from recurrl.spaces import space_from_dict, space_to_dict
+from recurrl.policy.spaces import space_from_dict, space_to_dict
 
 FORMAT = "recurrl-checkpoint"
 FORMAT_VERSION = 1

@@ -7,7 +7,7 @@ loading still works):
 - ``update``, ``time_s``, ``last_checkpoint``, ``best_eval_return``, ``wandb_id``;
 - ``rng``: the torch (CPU and CUDA), numpy and Python global generators and the PPO minibatch
   generator;
-- ``collector``: the :class:`~recurrl.rollout.Collector`'s live state (current observation,
+- ``collector``: the :class:`~recurrl.algo.rollout.Collector`'s live state (current observation,
   recurrent state, ``episode_start``, pending resets, running episode returns and lengths,
   reward-scaler statistics);
 - ``envs``: the vector env's own state when it implements :class:`StatefulVectorEnv`, else None.
@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from recurrl.checkpoint import CheckpointError, load_checkpoint
 from recurrl.config import Config, ConfigError, config_from_dict, parse_override, to_dict
+from recurrl.run.checkpoint import CheckpointError, load_checkpoint
 
 FIXED_ON_RESUME = ("seed", "env", "policy")
 """Config sections a resumed run must keep (its envs, spaces, architecture and RNG streams)."""

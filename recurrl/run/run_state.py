@@ -4,7 +4,7 @@ rank, loading one back into a new run, and what a failed run's message says it s
 A training checkpoint's ``training`` dict holds the counters (``update``, ``time_s``, ...), rank
 0's random streams and collector / env state at the top level (as a single-process checkpoint
 always has), ``world_size`` and the other ranks' states in ``other_ranks`` (see
-``recurrl.resume``). Rank 0 gathers them and writes; no other rank touches the run folder, so a
+``recurrl.run.resume``). Rank 0 gathers them and writes; no other rank touches the run folder, so a
 multi-machine run needs no shared file system.
 """
 
@@ -19,14 +19,14 @@ import gymnasium as gym
 import torch
 import yaml
 
-from recurrl.checkpoint import check_spaces, prune_checkpoints, write_checkpoint
+from recurrl.algo.distributed import World
+from recurrl.algo.rollout import Collector
 from recurrl.config import Config, ConfigError, to_dict
-from recurrl.distributed import World
 from recurrl.errors import CheckpointWriteError, DivergenceError, PeerFailure, TrainingError
 from recurrl.policy import ActorCritic
-from recurrl.resume import Rollback, rank_state_of, restore_env_state, truncate_metrics
-from recurrl.rollout import Collector
-from recurrl.tracking import NullTracker, Tracker
+from recurrl.run.checkpoint import check_spaces, prune_checkpoints, write_checkpoint
+from recurrl.run.resume import Rollback, rank_state_of, restore_env_state, truncate_metrics
+from recurrl.run.tracking import NullTracker, Tracker
 
 
 def make_run_dir(config: Config, resuming: bool = False) -> Path:
@@ -202,7 +202,7 @@ def restore_run(
     """Load a training checkpoint into a new run (this rank's part).
 
     Parameters and optimizer always; this rank's collector and envs when the checkpoint holds
-    this rank's state and the env can take it (``recurrl.resume.StatefulVectorEnv``), else the
+    this rank's state and the env can take it (``recurrl.run.resume.StatefulVectorEnv``), else the
     envs restart with a fresh reset (reward-scaling statistics kept).
 
     Returns:

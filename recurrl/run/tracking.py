@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recurrl.config import ConfigError, TrackingConfig, WandbConfig
-from recurrl.progress import make_console
+from recurrl.run.progress import make_console
 
 SECTIONS = {
     "episodic_return": "rollout",

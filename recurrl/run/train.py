@@ -1,10 +1,10 @@
 """The training loop: collect, advantages, update, evaluate, log, checkpoint.
 
 ``train(config)`` runs it; ``train(config, resume=payload)`` continues a stopped run from its
-checkpoint (see ``recurrl.resume`` for what is restored and when the result is exact). The first
+checkpoint (see ``recurrl.run.resume`` for what is restored and when the result is exact). The first
 SIGINT or SIGTERM finishes the current update, writes ``checkpoints/latest.pt`` and stops.
 
-Launched by ``torchrun``, every rank runs this loop on its own envs (``recurrl.distributed``):
+Launched by ``torchrun``, every rank runs this loop on its own envs (``recurrl.algo.distributed``):
 gradients are averaged, metrics pooled, and rank 0 logs and writes the checkpoints, which hold
 every rank's random streams and collector / env state.
 
@@ -26,10 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recurrl import ppo
-from recurrl.checkpoint import checkpoint_payload
+from recurrl.algo import ppo
+from recurrl.algo.distributed import World, resolve_device, setup_world
+from recurrl.algo.evaluate import evaluate
+from recurrl.algo.make_env import make_vector_env
+from recurrl.algo.optim import make_optimizer
+from recurrl.algo.returns import RewardScaler
+from recurrl.algo.rollout import Collector, Rollout
 from recurrl.config import Config, to_dict
-from recurrl.distributed import World, resolve_device, setup_world
 from recurrl.errors import (
     DivergenceError,
     EnvStepError,
@@ -37,11 +41,9 @@ from recurrl.errors import (
     PeerFailure,
     TrainingError,
 )
-from recurrl.evaluate import evaluate
-from recurrl.make_env import make_vector_env
-from recurrl.optim import make_optimizer
 from recurrl.policy import ActorCritic
-from recurrl.resume import (
+from recurrl.run.checkpoint import checkpoint_payload
+from recurrl.run.resume import (
     GracefulStop,
     Rollback,
     env_state,
@@ -49,10 +51,8 @@ from recurrl.resume import (
     rng_state,
     set_rng_state,
 )
-from recurrl.returns import RewardScaler
-from recurrl.rollout import Collector, Rollout
-from recurrl.run_state import RunCheckpoints, failure_outcome, open_run, restore_run
-from recurrl.tracking import require_tensorboard
+from recurrl.run.run_state import RunCheckpoints, failure_outcome, open_run, restore_run
+from recurrl.run.tracking import require_tensorboard
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Trainer:
         resume: a checkpoint payload (with its ``training`` state) to continue from; with
             several ranks, every rank passes it.
         world: the ranks of a data-parallel run; default: torchrun's, if it launched this
-            process (``recurrl.distributed.setup_world``), else a single process.
+            process (``recurrl.algo.distributed.setup_world``), else a single process.
     """
 
     def __init__(
@@ -174,7 +174,7 @@ class Trainer:
         self.started = time.perf_counter()
 
     def _restore(self, payload: dict) -> dict | None:
-        """Load the checkpoint (``recurrl.run_state.restore_run``) and its counters.
+        """Load the checkpoint (``recurrl.run.run_state.restore_run``) and its counters.
 
         Returns:
             This rank's saved random streams and collector / env state, or None.
@@ -315,7 +315,7 @@ class Trainer:
             self.save("latest.pt", [f"step-{self.global_step}"], stamped=True)
 
     def rank_state(self) -> dict:
-        """This rank's random streams and live collector / env state (see ``recurrl.resume``)."""
+        """This rank's random streams and live collector / env state (``recurrl.run.resume``)."""
         return {
             "rng": rng_state(self.generator),
             "collector": self.collector.state_dict(),
@@ -347,7 +347,7 @@ class Trainer:
         rank_state: dict | None = None,
     ) -> Path | None:
         """Write ``checkpoints/<name>``: every rank takes part, rank 0 writes (see
-        :class:`~recurrl.run_state.RunCheckpoints`); ``rank_state`` defaults to the live one."""
+        :class:`~recurrl.run.run_state.RunCheckpoints`); ``rank_state`` defaults to the live one."""
         state = rank_state if rank_state is not None else self.rank_state()
         return self.checkpoints.save(name, self.global_step, state, aliases, stamped)
 
@@ -438,7 +438,7 @@ def train(
     Args:
         config: the resolved config.
         quiet: no console progress.
-        resume: a loaded checkpoint payload to continue from (``recurrl.resume``).
+        resume: a loaded checkpoint payload to continue from (``recurrl.run.resume``).
         world: the ranks of a data-parallel run (default: torchrun's, if it launched us).
 
     Raises:

@@ -1,1 +1,1 @@
-"""Benchmark scripts (run as ``python -m recurrl.bench.<name>``); not imported by the toolkit."""
+"""Benchmarks (``recurrl bench NAME``, or ``python -m recurrl.app.bench.NAME``)."""

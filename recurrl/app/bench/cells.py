@@ -20,9 +20,9 @@ candidate stalls in OpenMP barriers, by up to 10x.
 
 Usage::
 
-    python -m recurrl.bench.cells --out cells.json
-    python -m recurrl.bench.cells --shapes 128x16x64,32x256x256 --repeats 9 --threads 1
-    python -m recurrl.bench.cells --device cuda
+    python -m recurrl.app.bench.cells --out cells.json
+    python -m recurrl.app.bench.cells --shapes 128x16x64,32x256x256 --repeats 9 --threads 1
+    python -m recurrl.app.bench.cells --device cuda
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ process is pinned to one core where the OS allows, so the numbers are per core.
 
 Usage::
 
-    python -m recurrl.bench.envs --out env_bench.json
-    python -m recurrl.bench.envs --envs TMaze,CueRecall --sizes 1,4096 --seconds 0.5
+    python -m recurrl.app.bench.envs --out env_bench.json
+    python -m recurrl.app.bench.envs --envs TMaze,CueRecall --sizes 1,4096 --seconds 0.5
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs
+from recurrl import envs
 
 SUITE = [
     env_id.split("/")[1][:-3] for env_id in envs.ENVIRONMENTS if gym.spec(env_id).vector_entry_point
@@ -110,7 +110,7 @@ def print_table(results: list[dict[str, Any]], sizes: list[int], sync_envs: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recurrl.bench.envs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m recurrl.app.bench.envs", description=__doc__)
     parser.add_argument("--out", help="write the results as JSON to this file")
     parser.add_argument("--envs", default=",".join(SUITE), help="comma-separated env names")
     parser.add_argument("--sizes", default="1,256,4096", help="num_envs values, comma-separated")

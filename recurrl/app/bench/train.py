@@ -1,6 +1,6 @@
 """Training throughput: recurrl against sb3-contrib's RecurrentPPO, and scaling with num_envs.
 
-``python -m recurrl.bench.train`` (or ``recurrl bench train``) prints two tables and writes JSON:
+``recurrl bench train`` (``python -m recurrl.app.bench.train``) prints two tables and writes JSON:
 
 1. recurrl and sb3-contrib's ``RecurrentPPO`` side by side on the same env with matched settings
    (8 envs, rollout 128, LSTM 128, 4 epochs, 4 minibatches): training steps per second over the
@@ -72,7 +72,7 @@ def run_recurrl(
     import numpy as np
 
     from recurrl.config import config_from_dict
-    from recurrl.train import Trainer
+    from recurrl.run.train import Trainer
 
     config = config_from_dict(
         {
@@ -160,7 +160,14 @@ def run_sb3(
 
 
 def _in_subprocess(kind: str, **kwargs: Any) -> dict | None:
-    command = [sys.executable, "-m", "recurrl.bench.train", "--single", kind, json.dumps(kwargs)]
+    command = [
+        sys.executable,
+        "-m",
+        "recurrl.app.bench.train",
+        "--single",
+        kind,
+        json.dumps(kwargs),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"  {kind} {kwargs}: failed\n{proc.stderr.strip()[-800:]}", file=sys.stderr)

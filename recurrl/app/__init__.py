@@ -1,0 +1,1 @@
+"""The applications on top of a run: the ``recurrl`` CLI, plots, suites, videos, benchmarks."""
