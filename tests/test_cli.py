@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from recurrl.app.cli import main
+from recurrl.app.cli import main, plain_text
+from recurrl.config import field_docs
 
 BAD_INPUTS = [
     (["ppo.learnin_rate=0.1"], "unknown key ppo.learnin_rate (did you mean ppo.learning_rate?)"),
@@ -82,3 +83,32 @@ def test_keys_lists_every_key_with_its_docstring(capsys):
     out = capsys.readouterr().out
     assert "ppo.bptt_len" in out and "must divide" in out
     assert "tracking.wandb.mode" in out
+
+
+def test_plain_text_drops_rst_markup():
+    doc = "``auto`` or :class:`ConfigError` from :func:`~recurrl.config.load_config`."
+    assert plain_text(doc) == "auto or ConfigError from recurrl.config.load_config."
+    assert plain_text(doc, markdown=True) == (
+        "`auto` or `ConfigError` from `recurrl.config.load_config`."
+    )
+
+
+@pytest.mark.parametrize("argv", [["keys"], ["--help"], ["train", "--help"], ["keys", "--help"]])
+def test_terminal_output_is_plain_text(argv, capsys):
+    try:
+        main(argv)
+    except SystemExit as stop:  # --help exits 0
+        assert stop.code == 0
+    out = capsys.readouterr().out
+    assert out and "``" not in out and ":class:" not in out and ":func:" not in out
+    if argv == ["keys"]:  # one line per key, multi-line docstrings joined
+        keys = [line.split()[0] for line in out.splitlines()]
+        assert keys == [key for key, *_ in field_docs()]
+
+
+def test_keys_markdown_is_one_table_row_per_key(capsys):
+    assert main(["keys", "--markdown"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(field_docs())
+    assert all(row.count(" | ") == 3 for row in rows)  # a "|" in a docstring is escaped
+    assert "``" not in "".join(rows)
