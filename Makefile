@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test test-fast lint setup clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/recurrl train experiments/quickstart.yaml
 
+# The whole suite: README's test command and CI's.
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The edit loop: everything but the learning runs (marked slow), ~1-2 min on 2 cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recurrl envs tests

@@ -31,8 +31,7 @@ from recurrl.config import PPOConfig, load_config
 from recurrl.run.checkpoint import load_checkpoint
 from recurrl.run.resume import read_metrics
 from recurrl.run.train import Trainer
-from tests.test_resume import CUE_OVERRIDES, strip_timing
-from tests.test_tbptt import collect
+from tests.conftest import CUE_OVERRIDES, collect_rollout, strip_timing
 
 WORLD_SIZE = 2
 CUE = [
@@ -64,7 +63,9 @@ QUIET = ["--quiet", "--eval-episodes=0"]
 
 def gradient(world: World, folder: Path) -> dict:
     """Each rank's half of a fixed batch of sequences: the averaged gradient vs the union's."""
-    policy, rollout, advantages, returns = collect("lstm", 16, 4)  # the same on both ranks
+    policy, rollout, advantages, returns = collect_rollout(
+        "lstm", 16, 4, "recurrl/CartPoleNoVelocity-v0"
+    )  # the same on both ranks
     config = PPOConfig(rollout_len=16, bptt_len=4, norm_adv=False)
     sequences = ppo.make_sequences(rollout, advantages, returns, 4)  # 12 sequences, all valid
     assert bool(sequences.valid.all())

@@ -16,10 +16,10 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
-from recurrl.envs.cartpole import CartPoleNoVelocityVectorEnv
 
 from recurrl.algo.make_env import make_vector_env
 from recurrl.config import EnvConfig
+from recurrl.envs.cartpole import CartPoleNoVelocityVectorEnv
 from recurrl.run.resume import StatefulVectorEnv, env_state, restore_env_state
 
 ENV_ID = "recurrl/CartPoleNoVelocity-v0"

@@ -3,7 +3,7 @@
 Each run trains on one thread with the suite's experiment settings (32 envs x 64 steps, 4 epochs
 of 4 minibatches, lr 1e-3, entropy 0.01, hidden 64) at an easy difficulty, then evaluates the
 final policy greedily on 100 fresh episodes. The memoryless runs use the same settings and
-budget with ``policy.core=none``.
+budget with ``policy.core=none``. A recurrent core must reach the threshold on 2 of 3 seeds.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from recurrl.algo.evaluate import evaluate
 from recurrl.config import load_config
 from recurrl.run.train import train
+from tests.conftest import passes_on_seeds
 
 pytestmark = pytest.mark.slow
 
 COMMON = [
-    "seed=1",
     "device=cpu",
     "env.num_envs=32",
     "policy.hidden_size=64",
@@ -66,16 +66,17 @@ TASKS = {
 }
 
 
-def train_and_evaluate(task: str, core: str, tmp_path) -> float:
+def train_and_evaluate(task: str, core: str, run_dir, seed: int = 1) -> float:
     overrides, steps, _, _, _ = TASKS[task]
     config = load_config(
         None,
         COMMON
         + overrides
         + [
+            f"seed={seed}",
             f"policy.core={core}",
             f"ppo.total_steps={steps}",
-            f"run.dir={tmp_path / f'{task}_{core}'}",
+            f"run.dir={run_dir}",
         ],
     )
     result = train(config, quiet=True)
@@ -87,9 +88,14 @@ def train_and_evaluate(task: str, core: str, tmp_path) -> float:
     ("task", "core"), [(task, core) for task in sorted(TASKS) for core in TASKS[task][4]]
 )
 def test_recurrent_policy_solves_easy_memory_task(task, core, tmp_path):
-    assert train_and_evaluate(task, core, tmp_path) >= TASKS[task][2]
+    threshold = TASKS[task][2]
+    scores = passes_on_seeds(
+        lambda seed: train_and_evaluate(task, core, tmp_path / f"seed{seed}", seed), threshold
+    )
+    assert sum(score >= threshold for score in scores) >= 2, scores
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_memoryless_policy_fails_the_same_budget(task, tmp_path):
+    # The bound is structural (a memoryless policy cannot beat it in expectation), so one seed.
     assert train_and_evaluate(task, "none", tmp_path) < TASKS[task][3]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from recurrl.envs.bandit import oracle_return
 from recurrl.envs.memory_grid import BALL, TYPE_LEVELS, colour_level
 

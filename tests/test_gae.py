@@ -6,24 +6,7 @@ import numpy as np
 import torch
 
 from recurrl.algo.returns import generalized_advantage_estimate
-
-
-def slow_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
-    """Per env, per step: sum of (gamma * lam)^k * delta_{t+k} until the episode ends."""
-    T, B = rewards.shape
-    advantages = np.zeros((T, B))
-    for b in range(B):
-        for t in range(T):
-            total, weight = 0.0, 1.0
-            for k in range(t, T):
-                bootstrap = 0.0 if terminated[k, b] else gamma * next_values[k, b]
-                delta = rewards[k, b] + bootstrap - values[k, b]
-                total += weight * delta
-                if terminated[k, b] or truncated[k, b]:
-                    break
-                weight *= gamma * lam
-            advantages[t, b] = total
-    return advantages
+from tests.conftest import slow_gae
 
 
 def test_gae_matches_reference_with_terminations_and_truncations():

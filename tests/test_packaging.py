@@ -44,7 +44,8 @@ def user_project(tmp_path: Path) -> Path:
 
                 def step(self, action):
                     self.t += 1
-                    return self.observation_space.sample() * 0, float(action), self.t >= 8, False, {}
+                    obs = self.observation_space.sample() * 0
+                    return obs, float(action), self.t >= 8, False, {}
 
             register(id="Blink-v0", entry_point=Blink)
             """
@@ -161,7 +162,7 @@ def test_wheel_installs_envs_as_recurrl_envs(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("recurrl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert not any(name.startswith("envs/") for name in names)
-    expected = {f"recurrl/envs/{p.relative_to(ROOT / 'envs')}" for p in (ROOT / "envs").glob("*.py")}
+    expected = {f"recurrl/envs/{p.name}" for p in (ROOT / "envs").glob("*.py")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "recurrl").rglob("*.py")}
     assert expected <= names, sorted(expected - names)
     assert "recurrl/nn/native/kernels.c" in names

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from recurrl.algo.returns import generalized_advantage_estimate
 from recurrl.config import _CHOICES, Config, config_from_dict, field_docs, load_config, to_dict
-from tests.test_gae import slow_gae
+from tests.conftest import slow_gae
 
 # --- GAE -------------------------------------------------------------------------------------
 

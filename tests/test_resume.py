@@ -20,8 +20,7 @@ from recurrl.config import ConfigError, load_config
 from recurrl.run.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
 from recurrl.run.resume import StatefulVectorEnv, read_metrics, resume_checkpoint, resume_config
 from recurrl.run.train import Trainer, train
-
-TIMING = {"sps", "time_s"}
+from tests.conftest import CUE_OVERRIDES, interrupt_after, strip_timing
 
 
 class CueVectorEnv(gym.vector.VectorEnv):
@@ -87,50 +86,6 @@ class CueVectorEnv(gym.vector.VectorEnv):
 
 
 gym.register("recurrl_test/Cue-v0", vector_entry_point=CueVectorEnv)
-
-CUE_OVERRIDES = [
-    "env.id=recurrl_test/Cue-v0",
-    "env.num_envs=4",
-    "env.normalize_obs=true",
-    "env.normalize_reward=true",
-    "device=cpu",
-    "seed=3",
-    "ppo.total_steps=768",  # 6 updates of 128 steps
-    "ppo.rollout_len=32",
-    "ppo.bptt_len=8",
-    "ppo.num_minibatches=2",
-    "ppo.update_epochs=2",
-    "policy.hidden_size=16",
-    "policy.encoder_sizes=[16]",
-    "policy.prev_action=true",
-    "policy.prev_reward=true",
-    "eval.every=256",
-    "eval.episodes=4",
-    "eval.both_modes=true",
-    "run.checkpoint_every=256",
-    "run.keep_checkpoints=2",
-]
-
-
-def interrupt_after(monkeypatch, update: int, signum: int = signal.SIGTERM) -> None:
-    """Deliver ``signum`` to this process while update ``update`` runs (as a user would)."""
-    if signal.getsignal(signum) is signal.SIG_IGN:
-        # A background job (nohup, `cmd &` in a script) starts with SIGINT ignored, and the
-        # trainer rightly leaves ignored signals alone; a user at a terminal has it enabled.
-        signal.signal(signum, signal.default_int_handler)
-    original = Trainer.train_one_update
-
-    def train_one_update(self, number):
-        metrics = original(self, number)
-        if number == update:
-            signal.raise_signal(signum)
-        return metrics
-
-    monkeypatch.setattr(Trainer, "train_one_update", train_one_update)
-
-
-def strip_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def test_native_env_implements_the_protocol():

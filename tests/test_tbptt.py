@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import pytest
 import torch
 
 from recurrl.algo import ppo
-from recurrl.algo.make_env import make_vector_env
-from recurrl.algo.rollout import Collector
-from recurrl.config import EnvConfig, PolicyConfig, PPOConfig
-from recurrl.policy import ActorCritic
+from recurrl.config import PPOConfig
+from tests.conftest import collect_rollout
 
 
 def collect(core: str, rollout_len: int, bptt_len: int, env_id="recurrl/CartPoleNoVelocity-v0"):
-    torch.manual_seed(0)
-    envs = make_vector_env(EnvConfig(id=env_id, num_envs=3))
-    policy = ActorCritic(
-        envs.single_observation_space,
-        envs.single_action_space,
-        PolicyConfig(core=core, hidden_size=8, encoder_sizes=[8]),
-    ).double()
-    collector = Collector(envs, policy, rollout_len, bptt_len, seed=0)
-    collector.collect()  # start mid-episode so the first chunk state is not zero
-    rollout = collector.collect()
-    rollout.obs = rollout.obs.double()
-    advantages, returns = rollout.advantages(0.99, 0.95)
-    return policy, rollout, advantages, returns
+    return collect_rollout(core, rollout_len, bptt_len, env_id)
 
 
 def stepwise_loss(policy, rollout, advantages, returns, config, detach_every=None):
@@ -157,9 +142,40 @@ def test_next_step_reset_only_steps_never_train():
     assert rollout.rewards[invalid].abs().sum() == 0
 
 
+def test_next_step_reset_only_steps_add_no_loss_and_no_gradient():
+    """Whatever the rollout holds at a NEXT_STEP reset-only step, the PPO loss and its gradient
+    (to the new log-probs, values and entropies, and to the policy's parameters) ignore it."""
+    policy, rollout, advantages, returns = collect("lstm", 64, 64, "CartPole-v1")
+    invalid = rollout.valid == 0
+    assert invalid.any(), "expected at least one NEXT_STEP reset step in 64 steps of CartPole"
+    config = PPOConfig(rollout_len=64, bptt_len=64, clip_vloss=True)
+
+    def loss_and_grads(advantages, returns):
+        batch = ppo.make_sequences(rollout, advantages, returns, 64)  # one chunk per env
+        out = policy.evaluate_actions(batch.obs, batch.actions, batch.start_states,
+                                      batch.episode_start)  # fmt: skip
+        outputs = [out.log_prob, out.entropy, out.value]
+        terms = ppo.ppo_loss(*outputs, batch, config.clip_coef, True, True)
+        loss = terms.policy_loss + config.vf_coef * terms.value_loss - 0.01 * terms.entropy
+        parameters = [p for p in policy.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, outputs + parameters)
+        return loss.detach(), grads[:3], grads[3:], batch.valid
+
+    loss, leaf_grads, grads, valid = loss_and_grads(advantages, returns)
+    for grad in leaf_grads:
+        assert grad[valid == 0].abs().max() == 0
+        assert grad[valid == 1].abs().max() > 0
+    # Garbage targets at the reset-only steps change nothing.
+    poisoned_adv, poisoned_ret = advantages.clone(), returns.clone()
+    poisoned_adv[invalid], poisoned_ret[invalid] = 1e6, -1e6
+    loss2, _, grads2, _ = loss_and_grads(poisoned_adv, poisoned_ret)
+    torch.testing.assert_close(loss2, loss, rtol=1e-12, atol=0)
+    for a, b in zip(grads, grads2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_bptt_len_must_divide_rollout_len():
     from recurrl.config import ConfigError, config_from_dict
 
     with pytest.raises(ConfigError, match="ppo.bptt_len=48 must divide ppo.rollout_len=128"):
         config_from_dict({"ppo": {"rollout_len": 128, "bptt_len": 48}})
-    assert gym  # keep the import for env registration side effects

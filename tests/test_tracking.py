@@ -15,10 +15,8 @@ from recurrl.config import load_config
 from recurrl.run.progress import format_duration, make_console
 from recurrl.run.resume import resume_checkpoint, resume_config
 from recurrl.run.train import train
-from tests.test_resume import interrupt_after
+from tests.conftest import TIMING, interrupt_after
 from tests.wandb_files import read_offline_run, read_offline_runs
-
-TIMING = {"sps", "time_s"}
 
 
 def read_metrics(run_dir):
