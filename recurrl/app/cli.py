@@ -185,10 +185,13 @@ def keys_text() -> str:
     """Every config key, its type, default and docstring, one plain-text line each."""
     from recurrl.config import field_docs
 
+    rows = [(key, kind, repr(default), doc) for key, kind, default, doc in field_docs()]
+    key_width, type_width = (max(len(row[i]) for row in rows) for i in (0, 1))
     lines = []
-    for key, type_name, default, doc in field_docs():
+    for key, type_name, default, doc in rows:
         doc = " ".join(plain_text(doc).split())
-        lines.append(f"{key:<28} {type_name:<16} {default!r:<30} {doc}".rstrip())
+        line = f"{key:<{key_width}}  {type_name:<{type_width}}  {default:<14}  {doc}"
+        lines.append(line.rstrip())
     return "\n".join(lines) + "\n"
 
 
