@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one call, for a session that is lent a GPU machine (see README, Performance):
+# Every GPU check in one call, for a session that is lent a GPU machine (see docs/performance.md):
 # the CUDA parity tests, then the cell and training benchmarks on the GPU. Writes everything
 # under ${OUT:-docs/bench/gpu}; commit that folder. Needs a CUDA build of torch in .venv (the
 # CPU wheel the Makefile installs has no CUDA: pip install torch with CUDA first there).
