@@ -14,7 +14,7 @@ __all__ = ["__version__", "load_policy"]
 def __getattr__(name: str):
     # Lazy so that `import recurrl.nn` stays light and import order stays low -> high level.
     if name == "load_policy":
-        from recurrl.run.checkpoint import load_policy
+        from recurrl.run.checkpoints import load_policy
 
         return load_policy
     raise AttributeError(f"module 'recurrl' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Errors that stop a training run that was set up correctly.
 
 Bad input (a config, a checkpoint) is refused before a run starts with
-:class:`~recurrl.config.ConfigError` or :class:`~recurrl.run.checkpoint.CheckpointError` (exit code
+:class:`~recurrl.config.ConfigError` or :class:`~recurrl.run.checkpoints.CheckpointError` (exit code
 2). The errors here happen while training: an env that raised or returned NaN, a loss that
 diverged, a checkpoint that could not be written. The trainer catches them, writes a checkpoint
 of the last completed update where it can, and appends what it saved and how to continue to the
@@ -9,6 +9,8 @@ message (:attr:`TrainingError.outcome`); ``recurrl train`` prints it and exits w
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class TrainingError(RuntimeError):
@@ -40,8 +42,32 @@ class DivergenceError(TrainingError):
 
 
 class CheckpointWriteError(TrainingError, OSError):
-    """A checkpoint could not be written (e.g. a full disk; ``errno`` is the system's); the
-    previous file is intact."""
+    """A checkpoint could not be written (e.g. a full disk); the previous file is intact.
+
+    Args:
+        path: the checkpoint file.
+        reason: the system's words (``strerror``); ``errno`` is the system's number.
+        previous_intact: a previous file is at ``path`` (and untouched).
+        previous_step: the global step that file holds, when known.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        reason: str,
+        errno: int | None = None,
+        previous_intact: bool = False,
+        previous_step: int | None = None,
+    ) -> None:
+        if not previous_intact:
+            kept = "none was there before"
+        elif previous_step is None:
+            kept = f"the previous {path.name} is intact"
+        else:
+            kept = f"the previous {path.name} is intact (it holds global step {previous_step:,})"
+        super().__init__(f"could not write checkpoint {path}: {reason}; {kept}")
+        self.path, self.errno = path, errno
+        self.previous_intact, self.previous_step = previous_intact, previous_step
 
 
 class PeerFailure(TrainingError):

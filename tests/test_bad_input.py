@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+import recurrl.envs  # noqa: F401  (registers the recurrl/* ids gym.make uses below)
 from recurrl.algo import ppo
 from recurrl.algo.make_env import make_vector_env
 from recurrl.algo.rollout import Collector
@@ -31,8 +32,8 @@ from recurrl.app.cli import main
 from recurrl.config import _POSITIVE, field_docs, load_config, to_dict
 from recurrl.errors import DivergenceError
 from recurrl.policy import ActorCritic
-from recurrl.run.checkpoint import load_checkpoint, save_checkpoint
-from recurrl.run.resume import read_metrics
+from recurrl.run.checkpoints import load_checkpoint, save_checkpoint
+from recurrl.run.run_dir import read_metrics
 
 # --- an env that misbehaves on cue -----------------------------------------------------------
 

@@ -28,8 +28,8 @@ from recurrl.algo import ppo
 from recurrl.algo.distributed import World, close_world, setup_world
 from recurrl.app.cli import main
 from recurrl.config import PPOConfig, load_config
-from recurrl.run.checkpoint import load_checkpoint
-from recurrl.run.resume import read_metrics
+from recurrl.run.checkpoints import load_checkpoint
+from recurrl.run.run_dir import read_metrics
 from recurrl.run.train import Trainer
 from tests.conftest import CUE_OVERRIDES, collect_rollout, strip_timing
 

@@ -13,8 +13,9 @@ import torch
 from recurrl import envs
 from recurrl.app.cli import main
 from recurrl.config import load_config
-from recurrl.run.checkpoint import load_checkpoint
-from recurrl.run.resume import StatefulVectorEnv, env_state, read_metrics, restore_env_state
+from recurrl.run.checkpoints import load_checkpoint
+from recurrl.run.resume import StatefulVectorEnv, env_state, restore_env_state
+from recurrl.run.run_dir import read_metrics
 from recurrl.run.train import Trainer, train
 
 # Small difficulties so that episodes end (and autoreset) within the few steps stepped here.

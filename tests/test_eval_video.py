@@ -12,7 +12,7 @@ from recurrl.app.cli import main
 from recurrl.app.video import VideoError, write_video
 from recurrl.config import load_config, to_dict
 from recurrl.policy import ActorCritic
-from recurrl.run.checkpoint import save_checkpoint
+from recurrl.run.checkpoints import save_checkpoint
 
 
 class Corridor(gym.Env):

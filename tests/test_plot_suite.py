@@ -17,7 +17,7 @@ from recurrl.app.cli import main
 from recurrl.app.plot import PlotError, find_runs, mean_band, plot_runs
 from recurrl.app.suite import load_suite, plan_jobs, run_suite
 from recurrl.config import load_config
-from recurrl.run.checkpoint import load_checkpoint
+from recurrl.run.checkpoints import load_checkpoint
 
 PNG = b"\x89PNG"
 

@@ -10,7 +10,7 @@ import torch
 import recurrl
 from recurrl.config import PolicyConfig, load_config, to_dict
 from recurrl.policy import ActorCritic
-from recurrl.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recurrl.run.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from recurrl.run.train import train
 
 

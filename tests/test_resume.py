@@ -17,8 +17,9 @@ from gymnasium.vector.utils import batch_space
 
 from recurrl.app.cli import main
 from recurrl.config import ConfigError, load_config
-from recurrl.run.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
-from recurrl.run.resume import StatefulVectorEnv, read_metrics, resume_checkpoint, resume_config
+from recurrl.run.checkpoints import CheckpointError, load_checkpoint, write_checkpoint
+from recurrl.run.resume import StatefulVectorEnv, resume_checkpoint, resume_config
+from recurrl.run.run_dir import read_metrics
 from recurrl.run.train import Trainer, train
 from tests.conftest import CUE_OVERRIDES, interrupt_after, strip_timing
 
@@ -202,3 +203,4 @@ def test_sigterm_leaves_a_loadable_checkpoint(tmp_path):
     payload = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert payload["global_step"] > 0 and payload["training"]["update"] >= 1
     assert payload["global_step"] == read_metrics(run_dir)[-1]["global_step"]
+

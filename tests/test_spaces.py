@@ -21,7 +21,7 @@ from recurrl.algo.rollout import Collector
 from recurrl.config import Config, EnvConfig, PolicyConfig, PPOConfig, to_dict
 from recurrl.policy import ActorCritic
 from recurrl.policy.spaces import space_to_dict
-from recurrl.run.checkpoint import save_checkpoint
+from recurrl.run.checkpoints import save_checkpoint
 from tests import space_envs  # noqa: F401  (registers recurrl_test/* ids)
 
 OBSERVATION_SPACES = {

@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
     checkpoint and hands them to the others, logs and prints the summary."""
     from recurrl.algo.distributed import close_world, setup_world
     from recurrl.errors import TrainingError
-    from recurrl.run.checkpoint import CheckpointError
+    from recurrl.run.checkpoints import CheckpointError
     from recurrl.run.train import train
 
     world = setup_world()
@@ -107,7 +107,7 @@ def _eval(args: argparse.Namespace) -> int:
     from recurrl.algo.evaluate import evaluate
     from recurrl.algo.make_env import make_vector_env
     from recurrl.config import config_from_dict
-    from recurrl.run.checkpoint import (
+    from recurrl.run.checkpoints import (
         check_spaces,
         load_checkpoint,
         policy_from_checkpoint,
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from recurrl.app.plot import PlotError
     from recurrl.app.video import VideoError
     from recurrl.errors import EnvStepError, TrainingError
-    from recurrl.run.checkpoint import CheckpointError
+    from recurrl.run.checkpoints import CheckpointError
 
     try:
         return args.func(args)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from recurrl.run.resume import read_metrics
+from recurrl.run.run_dir import read_metrics
 
 METRICS = {"episodic_return": "training return", "eval_return_mean": "evaluation return"}
 X_AXES = {"steps": ("global_step", "env steps"), "wall": ("time_s", "wall-clock seconds")}

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from recurrl.config import ConfigError, load_config, read_yaml
-from recurrl.run.resume import read_metrics
+from recurrl.run.run_dir import read_metrics
 
 
 @dataclass

@@ -1,11 +1,18 @@
-"""Checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``.
+"""Checkpoint files: written atomically and durably, read with ``torch.load(weights_only=True)``.
 
 A checkpoint holds only tensors and plain data: the policy and optimizer state dicts, the
 resolved config, the spaces (as dicts, see ``recurrl.policy.spaces``) and the global step; one
 written by a training run also holds its ``training`` state for exact resume
-(``recurrl.run.resume``).
-Nothing is unpickled beyond that, so a file carrying pickled code is refused. A write goes to a
-temporary file renamed over the target, so a failed or killed write keeps the previous file.
+(``recurrl.run.resume``). Nothing is unpickled beyond that, so a file carrying pickled code is
+refused.
+
+A write goes to a temporary file renamed over the target, so a failed or killed write keeps the
+previous file.
+
+:class:`RunCheckpoints` is a run's ``checkpoints/`` folder: ``latest.pt``, ``best.pt``,
+``final.pt`` and the step-stamped copies ``run.keep_checkpoints`` keeps. Every rank of a
+data-parallel run sends it its random streams and collector / env state; rank 0 writes them all
+into one file, so a multi-machine run needs no shared file system.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from typing import Any
 import torch
 
 import recurrl
+from recurrl.algo.distributed import World
 from recurrl.config import ConfigError, config_from_dict
-from recurrl.errors import CheckpointWriteError
+from recurrl.errors import CheckpointWriteError, PeerFailure
 from recurrl.policy import ActorCritic
 from recurrl.policy.spaces import space_from_dict, space_to_dict
 
@@ -53,10 +61,18 @@ def checkpoint_payload(
     }
 
 
-def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+def write_checkpoint(
+    path: str | Path, payload: dict[str, Any], held_step: int | None = None
+) -> Path:
     """Write ``payload`` atomically: a temporary file, then a rename over ``path``.
 
     A write that fails or is killed half-way leaves the previous file at ``path`` intact.
+
+    Args:
+        path: the checkpoint file.
+        payload: tensors and plain data (:func:`checkpoint_payload`).
+        held_step: the global step the file at ``path`` holds now, for the message if the
+            write fails.
 
     Raises:
         CheckpointWriteError: the file system refused the write (full disk, permissions);
@@ -72,12 +88,9 @@ def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         temporary.unlink(missing_ok=True)
         if not isinstance(error, OSError):
             raise
-        kept = f"the previous {path.name} is intact" if path.is_file() else "none was there before"
-        failure = CheckpointWriteError(
-            f"could not write checkpoint {path}: {error.strerror or error}; {kept}"
-        )
-        failure.errno = error.errno
-        raise failure from error
+        raise CheckpointWriteError(
+            path, error.strerror or str(error), error.errno, path.is_file(), held_step
+        ) from error
     return path
 
 
@@ -99,6 +112,104 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
     stamped = sorted(Path(directory).glob("step-*.pt"))  # zero-padded: name order = step order
     for old in stamped[: max(0, len(stamped) - keep)]:
         old.unlink(missing_ok=True)
+
+
+def merge_rank_states(common: dict[str, Any], ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A checkpoint's ``training`` state: the ``common`` counters plus every rank's own state.
+
+    Rank 0's ``rng`` / ``collector`` / ``envs`` sit at the top level (as in a single-process
+    checkpoint), the other ranks' in ``other_ranks``, their number in ``world_size``.
+    """
+    return {**common, **ranks[0], "world_size": len(ranks), "other_ranks": ranks[1:]}
+
+
+def rank_state_of(training: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank ``rank``'s part of a checkpoint's ``training`` state (:func:`merge_rank_states`);
+    None for a rank the checkpoint has no state for (it was written by fewer ranks)."""
+    if rank == 0:
+        return training
+    others = training.get("other_ranks", [])
+    return others[rank - 1] if rank - 1 < len(others) else None
+
+
+class RunCheckpoints:
+    """A training run's ``checkpoints/`` folder: every rank calls :meth:`save`, rank 0 writes.
+
+    Args:
+        directory: ``<run dir>/checkpoints`` (rank 0's).
+        world: the ranks.
+        policy, optimizer: what every checkpoint holds the state of.
+        config: the resolved config as a dict.
+        tracker: uploads checkpoints to W&B (rank 0's; the others log nothing).
+        keep: ``run.keep_checkpoints``: step-stamped copies kept besides ``latest.pt``.
+        held_steps: ``{file name: global step}`` of files already there (a resumed run's
+            ``latest.pt``), for the message when overwriting one fails.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        world: World,
+        policy: ActorCritic,
+        optimizer: torch.optim.Optimizer,
+        config: dict[str, Any],
+        tracker: Any,
+        keep: int,
+        held_steps: dict[str, int] | None = None,
+    ) -> None:
+        self.directory, self.world, self.tracker, self.keep = directory, world, tracker, keep
+        self.policy, self.optimizer, self.config = policy, optimizer, config
+        self.held_steps = dict(held_steps or {})
+
+    @property
+    def latest(self) -> Path:
+        return self.directory / "latest.pt"
+
+    def save(
+        self,
+        name: str,
+        global_step: int,
+        counters: dict[str, Any],
+        rank_state: dict[str, Any],
+        aliases: list[str] | None = None,
+        stamped: bool = False,
+    ) -> Path | None:
+        """Write ``<directory>/<name>`` with the training ``counters`` and every rank's
+        ``rank_state``; with ``stamped`` (and ``keep``) also ``step-<global_step>.pt``, dropping
+        the oldest stamped copies; with ``aliases`` upload it to W&B.
+
+        Returns:
+            The path on rank 0, None on the other ranks.
+
+        Raises:
+            CheckpointWriteError: rank 0 could not write (PeerFailure on the other ranks); the
+                previous file is intact.
+        """
+        ranks = self.world.gather(rank_state)
+        path, failure = None, None
+        if self.world.is_main:
+            training = merge_rank_states(counters, ranks)
+            payload = checkpoint_payload(
+                self.policy, self.config, global_step, self.optimizer, {"training": training}
+            )
+            try:
+                path = self._write(name, payload, stamped)
+            except CheckpointWriteError as error:
+                failure = error
+        if self.world.ranks_where(failure is not None):
+            raise failure or PeerFailure("rank 0 could not write a checkpoint (see its message)")
+        if path is not None and aliases is not None:
+            self.tracker.log_checkpoint(path, aliases, global_step)
+        return path
+
+    def _write(self, name: str, payload: dict[str, Any], stamped: bool) -> Path:
+        step = payload["global_step"]
+        path = write_checkpoint(self.directory / name, payload, self.held_steps.get(name))
+        self.held_steps[name] = step
+        if stamped and self.keep:
+            write_checkpoint(self.directory / f"step-{step:012d}.pt", payload)
+            prune_checkpoints(self.directory, self.keep)
+        return path
 
 
 def check_spaces(payload: dict[str, Any], observation_space, action_space, where: str) -> None:
@@ -131,15 +242,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "global" not in str(error).lower():  # not an object reference: damaged bytes
-            raise CheckpointError(f"{path}: cannot read checkpoint (corrupted)") from None
-        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        raise CheckpointError(
-            f"{path}: refused: it holds objects other than tensors and plain data ({reason})"
-        ) from None
-    except Exception as error:  # truncated / not a torch file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(error).__name__})") from None
+    except Exception as error:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: refused: it holds objects other than tensors and plain data "
+                f"({', '.join(sorted(unsafe))})"
+            ) from None
+        damage = "corrupted" if isinstance(error, pickle.UnpicklingError) else type(error).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint ({damage})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a recurrl checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -148,6 +259,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"supported by recurrl {recurrl.__version__} (expects {FORMAT_VERSION})"
         )
     return payload
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The classes and functions the file's pickle names beyond what ``weights_only`` allows
+    (read from its opcodes, nothing run); empty when the file is not a readable torch file."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # damaged or not a torch zip file
+        return []
 
 
 def policy_from_checkpoint(payload: dict[str, Any], device: str | torch.device = "cpu"):

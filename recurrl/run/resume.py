@@ -1,8 +1,10 @@
-"""Exact resume: the training state a checkpoint holds beyond the policy, and a graceful stop.
+"""Resume: continuing a stopped run from its ``checkpoints/latest.pt``.
 
-A training checkpoint (``checkpoints/latest.pt``) holds, besides the policy, the optimizer and
-the resolved config, a ``training`` dict of tensors and plain data (so ``weights_only=True``
-loading still works):
+The command line's ``--resume RUN`` reads the checkpoint (:func:`resume_checkpoint`), applies
+the overrides to its config (:func:`resume_config`), and the trainer loads it back
+(:func:`restore_run`). A training checkpoint holds, besides the policy, the optimizer and the
+resolved config (``recurrl.run.checkpoints``), a ``training`` dict of tensors and plain data
+(so ``weights_only=True`` loading still works):
 
 - ``update``, ``time_s``, ``last_checkpoint``, ``best_eval_return``, ``wandb_id``;
 - ``rng``: the torch (CPU and CUDA), numpy and Python global generators and the PPO minibatch
@@ -10,7 +12,9 @@ loading still works):
 - ``collector``: the :class:`~recurrl.algo.rollout.Collector`'s live state (current observation,
   recurrent state, ``episode_start``, pending resets, running episode returns and lengths,
   reward-scaler statistics);
-- ``envs``: the vector env's own state when it implements :class:`StatefulVectorEnv`, else None.
+- ``envs``: the vector env's own state when it implements :class:`StatefulVectorEnv`, else None;
+- with several ranks, ``world_size`` and the other ranks' ``rng`` / ``collector`` / ``envs`` in
+  ``other_ranks`` (rank 0's sit at the top level, as in a single-process checkpoint).
 
 With a stateful vector env, a run stopped after any update and resumed on the same device
 reproduces the uninterrupted run exactly (same parameters, same metrics). Other envs (e.g.
@@ -22,21 +26,25 @@ start anew, and the run goes on from there; everything else is restored.
 from __future__ import annotations
 
 import copy
-import json
 import random
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+from recurrl.algo.distributed import World
+from recurrl.algo.rollout import Collector
 from recurrl.config import Config, ConfigError, config_from_dict, parse_override, to_dict
-from recurrl.run.checkpoint import CheckpointError, load_checkpoint
+from recurrl.policy import ActorCritic
+from recurrl.run.checkpoints import (
+    CheckpointError,
+    check_spaces,
+    load_checkpoint,
+    rank_state_of,
+)
 
 FIXED_ON_RESUME = ("seed", "env", "policy")
 """Config sections a resumed run must keep (its envs, spaces, architecture and RNG streams)."""
@@ -129,49 +137,7 @@ def restore_env_state(envs: Any, state: Any) -> bool:
     return True
 
 
-# --- per-rank state and rollback ------------------------------------------------------------
-
-
-def rank_state_of(training: dict[str, Any], rank: int) -> dict[str, Any] | None:
-    """Rank ``rank``'s ``rng`` / ``collector`` / ``envs`` in a checkpoint's ``training`` state.
-
-    Rank 0's state sits at the top level (as in a single-process checkpoint); a data-parallel
-    checkpoint also holds ``world_size`` and the other ranks' states in ``other_ranks``. None
-    for a rank the checkpoint has no state for (it was written by fewer ranks).
-    """
-    if rank == 0:
-        return training
-    others = training.get("other_ranks", [])
-    return others[rank - 1] if rank - 1 < len(others) else None
-
-
-def merge_rank_states(common: dict[str, Any], ranks: list[dict[str, Any]]) -> dict[str, Any]:
-    """A checkpoint's ``training`` state: ``common`` counters plus every rank's own state."""
-    return {**common, **ranks[0], "world_size": len(ranks), "other_ranks": ranks[1:]}
-
-
-class Rollback:
-    """The state the last completed update left, to fall back to when the next one fails.
-
-    Holds copies of the policy's and optimizer's state and this rank's ``rank_state`` (random
-    streams, collector, envs as they were before the rollout), so a checkpoint written after a
-    failure mid-update is the checkpoint the last update would have written.
-    """
-
-    def __init__(
-        self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, rank_state: dict
-    ) -> None:
-        self.policy, self.optimizer, self.rank_state = policy, optimizer, rank_state
-        self.policy_state = {key: value.clone() for key, value in policy.state_dict().items()}
-        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
-
-    def restore(self) -> None:
-        """Put the parameters, statistics and optimizer state back."""
-        self.policy.load_state_dict(self.policy_state)
-        self.optimizer.load_state_dict(self.optimizer_state)
-
-
-# --- resuming a run folder -------------------------------------------------------------------
+# --- resuming a run -------------------------------------------------------------------------
 
 
 def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -245,68 +211,52 @@ def resume_config(run_dir: Path, payload: dict[str, Any], overrides: list[str]) 
     return config
 
 
-def read_metrics(run_dir: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
-    """The ``metrics.jsonl`` records of a run (those at or before ``up_to_step`` if given)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if up_to_step is None:
-        return records
-    return [r for r in records if r["global_step"] <= up_to_step]
+def restore_run(
+    payload: dict,
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    collector: Collector,
+    envs: gym.vector.VectorEnv,
+    world: World,
+    env_id: str,
+) -> dict | None:
+    """Load a training checkpoint into a new run (this rank's part).
 
+    Parameters and optimizer always; this rank's collector and envs when the checkpoint holds
+    this rank's state and the env can take it (:class:`StatefulVectorEnv`), else the
+    envs restart with a fresh reset (reward-scaling statistics kept).
 
-def truncate_metrics(run_dir: Path, global_step: int) -> list[dict[str, Any]]:
-    """Drop records logged after the checkpoint (a crash after it); return those kept."""
-    kept = read_metrics(run_dir, global_step)
-    path = Path(run_dir) / "metrics.jsonl"
-    if path.is_file():
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        temporary.replace(path)
-    return kept
+    Returns:
+        This rank's saved random streams and collector / env state, or None when the
+        checkpoint was written by fewer ranks.
 
-
-# --- graceful stop ---------------------------------------------------------------------------
-
-
-class GracefulStop:
-    """First SIGINT or SIGTERM: finish the current update, checkpoint, stop cleanly.
-
-    A second signal raises ``KeyboardInterrupt`` at once. Handlers are installed only in the
-    main thread (``signal`` allows no other), never over an ignored signal, and restored on exit.
+    Raises:
+        CheckpointError: the checkpoint's spaces are not the env's.
     """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @contextmanager
-    def installed(self) -> Iterator[GracefulStop]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {
-            sig: signal.signal(sig, self._handle)
-            for sig in (signal.SIGINT, signal.SIGTERM)
-            if signal.getsignal(sig) is not signal.SIG_IGN  # e.g. under nohup: stay ignored
-        }
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+    check_spaces(payload, envs.single_observation_space, envs.single_action_space, f"env {env_id}")
+    policy.load_state_dict(payload["policy"])
+    optimizer.load_state_dict(payload["optimizer"])
+    training = payload["training"]
+    own = rank_state_of(training, world.rank)
+    saved_ranks = training.get("world_size", 1)
+    if saved_ranks != world.size and world.is_main:
         print(
-            f"\nrecurrl: {signal.Signals(signum).name} received: finishing this update and "
-            f"writing a checkpoint (send it again to stop at once)",
+            f"recurrl: the checkpoint holds the state of {saved_ranks} rank(s), this run has "
+            f"{world.size}: ranks from {saved_ranks} on start with fresh envs",
             file=sys.stderr,
-            flush=True,
         )
+    if own is not None and restore_env_state(envs, own["envs"]):
+        collector.load_state_dict(own["collector"])
+        return own
+    scaler = own["collector"]["reward_scaler"] if own is not None else None
+    if collector.reward_scaler is not None and scaler is not None:
+        fresh = {**scaler, "discounted": [0.0] * envs.num_envs}  # episodes restart
+        collector.reward_scaler.load_state_dict(fresh)
+    if own is not None and world.is_main:
+        print(
+            f"recurrl: {env_id} cannot save its state (no get_state/set_state), so its envs "
+            f"restart with a fresh reset and the recurrent state resets; the rest of the run "
+            f"(parameters, optimizer, statistics, random streams) is restored",
+            file=sys.stderr,
+        )
+    return own

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recurrl.config import ConfigError, TrackingConfig, WandbConfig
 from recurrl.run.progress import make_console
 
@@ -44,6 +46,44 @@ TENSORBOARD_HINT = (
     "tracking.tensorboard: true needs the tensorboard package: pip install tensorboard "
     "(or pip install 'recurrl[tb]'), or set tracking.tensorboard=false"
 )
+
+
+def pooled_metrics(ranks: list[dict[str, Any]], skip_nonfinite: bool) -> dict[str, Any]:
+    """One update's rollout and loss metrics from every rank's part.
+
+    Args:
+        ranks: per rank, ``returns`` and ``lengths`` (its finished episodes), ``skipped`` (its
+            masked non-finite steps) and ``stats`` (its update's losses, ``epochs``).
+        skip_nonfinite: ``env.skip_nonfinite`` (then ``nonfinite_steps`` is logged).
+
+    Returns:
+        Episodes pooled over the ranks, losses averaged (ignoring NaN), ``epochs`` rank 0's.
+    """
+    returns = [value for part in ranks for value in part["returns"]]
+    lengths = [value for part in ranks for value in part["lengths"]]
+    metrics = {
+        "episodic_return": _mean(returns),
+        "episodic_length": _mean(lengths),
+        "episodes": len(returns),
+    }
+    if skip_nonfinite:
+        metrics["nonfinite_steps"] = sum(part["skipped"] for part in ranks)
+    for key in ranks[0]["stats"]:
+        metrics[key] = _average([part["stats"][key] for part in ranks])
+    metrics["epochs"] = ranks[0]["stats"]["epochs"]  # the same on every rank
+    return metrics
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _average(values: list[float]) -> float:
+    """The mean of the ranks' values, ignoring NaN (one rank: its value)."""
+    if len(values) == 1:
+        return values[0]
+    finite = [v for v in values if v == v]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def metric_name(key: str) -> str:

@@ -1,17 +1,13 @@
 """The training loop: collect, advantages, update, evaluate, log, checkpoint.
 
 ``train(config)`` runs it; ``train(config, resume=payload)`` continues a stopped run from its
-checkpoint (see ``recurrl.run.resume`` for what is restored and when the result is exact). The first
-SIGINT or SIGTERM finishes the current update, writes ``checkpoints/latest.pt`` and stops.
+checkpoint (``recurrl.run.resume``: what is restored and when the result is exact). Checkpoint
+files: ``recurrl.run.checkpoints``; the run folder: ``recurrl.run.run_dir``; a failure or a
+signal: ``recurrl.run.failures`` (no completed update is ever lost).
 
 Launched by ``torchrun``, every rank runs this loop on its own envs (``recurrl.algo.distributed``):
 gradients are averaged, metrics pooled, and rank 0 logs and writes the checkpoints, which hold
 every rank's random streams and collector / env state.
-
-A failure while training (``recurrl.errors``: an env that raised or returned NaN, an update that
-diverged, a checkpoint that could not be written) never leaves half an update behind: the
-parameters go back to where the last update left them and ``latest.pt`` is written with that
-state, so no completed update is lost.
 """
 
 from __future__ import annotations
@@ -35,6 +31,7 @@ from recurrl.algo.returns import RewardScaler
 from recurrl.algo.rollout import Collector, Rollout
 from recurrl.config import Config, to_dict
 from recurrl.errors import (
+    CheckpointWriteError,
     DivergenceError,
     EnvStepError,
     NonFiniteError,
@@ -42,17 +39,18 @@ from recurrl.errors import (
     TrainingError,
 )
 from recurrl.policy import ActorCritic
-from recurrl.run.checkpoint import checkpoint_payload
-from recurrl.run.resume import (
+from recurrl.run.checkpoints import RunCheckpoints
+from recurrl.run.failures import (
     GracefulStop,
     Rollback,
-    env_state,
-    merge_rank_states,
-    rng_state,
-    set_rng_state,
+    close_quietly,
+    crash_message,
+    failure_outcome,
+    stopped_message,
 )
-from recurrl.run.run_state import RunCheckpoints, failure_outcome, open_run, restore_run
-from recurrl.run.tracking import require_tensorboard
+from recurrl.run.resume import env_state, restore_run, rng_state, set_rng_state
+from recurrl.run.run_dir import open_run
+from recurrl.run.tracking import pooled_metrics, require_tensorboard
 
 
 @dataclass
@@ -71,26 +69,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def _mean(values: list) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _average(values: list[float]) -> float:
-    """The mean of the ranks' values, ignoring NaN (one rank: its value)."""
-    if len(values) == 1:
-        return values[0]
-    finite = [v for v in values if v == v]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _close_quietly(envs) -> None:
-    """Close the envs; a broken env failing to close must not hide the error that broke it."""
-    try:
-        envs.close()
-    except Exception as error:
-        print(f"recurrl: closing the envs failed too ({type(error).__name__})", file=sys.stderr)
 
 
 class Trainer:
@@ -157,12 +135,14 @@ class Trainer:
         world.broadcast_module(self.policy)  # ranks seed apart: start from rank 0's parameters
         self.run_dir, self.history, self.tracker = open_run(config, world, quiet, resume)
         self.checkpoints = RunCheckpoints(
-            self.run_dir,
+            self.run_dir / "checkpoints",
             world,
+            self.policy,
+            self.optimizer,
+            to_dict(config),
             self.tracker,
             config.run.keep_checkpoints,
-            self.checkpoint,
-            saved_steps={"latest.pt": start} if resume is not None else None,
+            held_steps={"latest.pt": start} if resume is not None else None,
         )
         if own is not None:
             set_rng_state(own["rng"], self.generator)  # last: nothing may draw after it
@@ -174,7 +154,7 @@ class Trainer:
         self.started = time.perf_counter()
 
     def _restore(self, payload: dict) -> dict | None:
-        """Load the checkpoint (``recurrl.run.run_state.restore_run``) and its counters.
+        """Load the checkpoint (``recurrl.run.resume.restore_run``) and its counters.
 
         Returns:
             This rank's saved random streams and collector / env state, or None.
@@ -252,24 +232,14 @@ class Trainer:
             "skipped": rollout.nonfinite_steps,
             "stats": stats,
         }
-        ranks = self.world.all_gather(local)
-        returns = [value for part in ranks for value in part["returns"]]
-        lengths = [value for part in ranks for value in part["lengths"]]
-        metrics = {
+        pooled = pooled_metrics(self.world.all_gather(local), self.config.env.skip_nonfinite)
+        return {
             "global_step": self.global_step,
             "update": update,
-            "episodic_return": _mean(returns),
-            "episodic_length": _mean(lengths),
-            "episodes": len(returns),
+            **pooled,
+            "learning_rate": learning_rate,
+            "sps": self.steps_per_update / elapsed,
         }
-        if self.config.env.skip_nonfinite:
-            metrics["nonfinite_steps"] = sum(part["skipped"] for part in ranks)
-        for key in stats:
-            metrics[key] = _average([part["stats"][key] for part in ranks])
-        metrics["epochs"] = stats["epochs"]  # the same on every rank
-        metrics["learning_rate"] = learning_rate
-        metrics["sps"] = self.steps_per_update / elapsed
-        return metrics
 
     def evaluate_if_due(self, num_updates: int) -> dict:
         """``eval_*`` metrics when ``eval.every`` steps have passed and after the last update.
@@ -322,22 +292,15 @@ class Trainer:
             "envs": env_state(self.envs),
         }
 
-    def checkpoint(self, ranks: list[dict]) -> dict:
-        """The checkpoint payload, given every rank's :meth:`rank_state` (rank 0 first)."""
-        common = {
+    def counters(self) -> dict:
+        """The loop's counters a checkpoint holds (``recurrl.run.resume``)."""
+        return {
             "update": self.update,
             "time_s": self.elapsed(),
             "last_checkpoint": self.last_checkpoint,
             "best_eval_return": self.best_eval_return,
             "wandb_id": self.tracker.wandb_id,
         }
-        return checkpoint_payload(
-            self.policy,
-            to_dict(self.config),
-            self.global_step,
-            self.optimizer,
-            {"training": merge_rank_states(common, ranks)},
-        )
 
     def save(
         self,
@@ -346,10 +309,11 @@ class Trainer:
         stamped: bool = False,
         rank_state: dict | None = None,
     ) -> Path | None:
-        """Write ``checkpoints/<name>``: every rank takes part, rank 0 writes (see
-        :class:`~recurrl.run.run_state.RunCheckpoints`); ``rank_state`` defaults to the live one."""
+        """Write ``checkpoints/<name>`` now (:meth:`RunCheckpoints.save`); ``rank_state``
+        defaults to the live one."""
         state = rank_state if rank_state is not None else self.rank_state()
-        return self.checkpoints.save(name, self.global_step, state, aliases, stamped)
+        step, counters = self.global_step, self.counters()
+        return self.checkpoints.save(name, step, counters, state, aliases, stamped)
 
     def elapsed(self) -> float:
         """Training wall-clock seconds, counting the time before a resume."""
@@ -383,7 +347,7 @@ class Trainer:
             raise
         finally:
             self.tracker.close()
-            _close_quietly(self.envs)
+            close_quietly(self.envs)
         return TrainResult(
             self.run_dir, self.global_step, self.history, self.policy, interrupted=interrupted
         )
@@ -393,15 +357,10 @@ class Trainer:
         path = self.save("latest.pt", stopped)
         if interrupted is None:
             self.save("final.pt", ["final"])
-            return
-        if self.world.is_main:
-            print(
-                f"recurrl: stopped at step {self.global_step:,} of "
-                f"{self.config.ppo.total_steps:,}; saved {path}\n"
-                f"recurrl: resume with: recurrl train --resume {self.run_dir}",
-                file=sys.stderr,
-                flush=True,
-            )
+        elif self.world.is_main:
+            total = self.config.ppo.total_steps
+            message = stopped_message(self.global_step, total, path, self.run_dir)
+            print(message, file=sys.stderr, flush=True)
 
     def _report_failure(self, error: BaseException) -> None:
         """Checkpoint the last completed update (rolled back if mid-update) and say so.
@@ -409,22 +368,39 @@ class Trainer:
         A :class:`~recurrl.errors.TrainingError` gets what was saved as its ``outcome`` (the
         caller prints it); anything else (a crash, a second signal) is reported here.
         """
-        saved = self.checkpoints.save_after_failure(
-            error, self.global_step, self.rank_state, None if self.consistent else self.rollback
-        )
+        saved = self._save_after_failure(error)
         if isinstance(error, DivergenceError):
             error.message += f" of update {self.update + 1} (after step {self.global_step:,})"
         if isinstance(error, TrainingError):
             rate = self.config.ppo.learning_rate
             error.outcome = failure_outcome(error, self.world, self.run_dir, saved, rate)
         elif self.world.is_main:
-            resume = f"; resume with: recurrl train --resume {self.run_dir}"
-            print(
-                f"recurrl: stopped at step {self.global_step:,} ({type(error).__name__}); "
-                f"{saved}{resume if self.checkpoints.latest.is_file() else ''}",
-                file=sys.stderr,
-                flush=True,
-            )
+            resumable = self.checkpoints.latest.is_file()
+            message = crash_message(error, self.global_step, saved, self.run_dir, resumable)
+            print(message, file=sys.stderr, flush=True)
+
+    def _save_after_failure(self, error: BaseException) -> str:
+        """Write ``latest.pt`` with the last completed update after ``error``; say what was saved.
+
+        Mid-update the policy and optimizer are put back first (:class:`Rollback`) and the rank
+        state from before the update is written, never half an update. With several ranks only
+        a failure all ranks agree on (a TrainingError) can checkpoint, as every rank takes part;
+        after any other the last checkpoint stays. A failed write is not retried.
+        """
+        path = self.checkpoints.latest
+        if isinstance(error, CheckpointWriteError):
+            return ""
+        if self.world.active and not isinstance(error, TrainingError):
+            return f"kept the last checkpoint {path}" if path.is_file() else "nothing was saved"
+        try:
+            if self.consistent:
+                self.save("latest.pt")
+            else:
+                self.rollback.restore()
+                self.save("latest.pt", rank_state=self.rollback.rank_state)
+        except Exception as save_error:
+            return f"could not save {path} ({type(save_error).__name__}: {save_error})"
+        return f"saved {path} (global step {self.global_step:,})"
 
 
 def train(
