@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recurrl.algo.make_env import make_vector_env
-from recurrl.config import EnvConfig
+from recurrl.algo.make_env import autoreset_is_next_step, make_vector_env
+from recurrl.config import ConfigError, EnvConfig
 from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.inputs import null_action
@@ -32,10 +32,11 @@ def evaluate(
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     envs = make_vector_env(env_config, num_envs)
-    next_step = (
-        envs.metadata.get("autoreset_mode") in (None, "NextStep")
-        or getattr(envs.metadata.get("autoreset_mode"), "value", None) == "NextStep"
-    )
+    try:
+        next_step = autoreset_is_next_step(envs, env_config.id)
+    except ConfigError:
+        envs.close()
+        raise
     device = next(policy.parameters()).device
     obs, _ = envs.reset(seed=seed)
     state = policy.initial_state(num_envs)

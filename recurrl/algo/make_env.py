@@ -127,3 +127,27 @@ def make_vector_env(config: EnvConfig, num_envs: int | None = None) -> gym.vecto
         )
     except TypeError as error:
         raise ConfigError(f"env.kwargs: {env_id} rejected its arguments: {error}") from None
+
+
+AUTORESET_MODES = {"NextStep": True, "SameStep": False}
+"""The vector-env autoreset modes recurrl steps through: mode -> "is NEXT_STEP"."""
+
+
+def autoreset_is_next_step(envs: gym.vector.VectorEnv, env_id: str | None = None) -> bool:
+    """Whether ``envs`` autoresets in Gymnasium's NEXT_STEP mode (else SAME_STEP).
+
+    Read from ``envs.metadata["autoreset_mode"]`` (an ``AutoresetMode`` or its string value),
+    NEXT_STEP when absent, as Gymnasium's default. The collector and evaluation both ask here.
+
+    Raises:
+        ConfigError: any other mode (e.g. ``DISABLED``), naming it and the env.
+    """
+    mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+    value = mode.value if isinstance(mode, gym.vector.AutoresetMode) else mode
+    if not isinstance(value, str) or value not in AUTORESET_MODES:
+        name = env_id or getattr(getattr(envs, "spec", None), "id", None) or type(envs).__name__
+        raise ConfigError(
+            f"env.id: {name} autoresets in mode {value!r}; recurrl needs NextStep or SameStep "
+            f"(gymnasium.vector.AutoresetMode.NEXT_STEP or SAME_STEP)"
+        )
+    return AUTORESET_MODES[value]

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from recurrl.algo.env_checks import GuardedEnvs, final_observations
 from recurrl.algo.host_buffers import HostBuffers, from_host
+from recurrl.algo.make_env import autoreset_is_next_step
 from recurrl.algo.returns import RewardScaler, generalized_advantage_estimate
 from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
@@ -80,19 +81,12 @@ class Rollout:
         )
 
 
-def _autoreset_is_next_step(envs: gym.vector.VectorEnv) -> bool:
-    mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-    mode = getattr(mode, "value", mode)
-    if mode not in ("NextStep", "SameStep"):
-        raise ValueError(f"unsupported vector env autoreset mode {mode!r}")
-    return mode == "NextStep"
-
-
 class Collector:
     """Collects rollouts from ``envs`` with ``policy``, keeping state between calls.
 
     Args:
-        envs: a Gymnasium ``VectorEnv`` (either autoreset mode).
+        envs: a Gymnasium ``VectorEnv`` (NEXT_STEP or SAME_STEP autoreset; any other mode is
+            refused with a ConfigError, see ``recurrl.algo.make_env.autoreset_is_next_step``).
         policy: the actor-critic (its device is used for every tensor).
         rollout_len: ``T``; bptt_len: ``L`` (divides T).
         seed: seed for the first ``envs.reset``.
@@ -126,8 +120,8 @@ class Collector:
         self.bptt_len = bptt_len
         self.num_envs = envs.num_envs
         self.device = next(policy.parameters()).device
-        self.next_step_autoreset = _autoreset_is_next_step(envs)
         name = env_id or getattr(getattr(envs, "spec", None), "id", type(envs).__name__)
+        self.next_step_autoreset = autoreset_is_next_step(envs, name)
         self.guard = GuardedEnvs(envs, name, skip_nonfinite, not self.next_step_autoreset)
         obs, _ = envs.reset(seed=seed)
         self.obs = as_observation(obs, self.device)
