@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recurrl.algo.distributed import SINGLE, World
 from recurrl.algo.env_checks import GuardedEnvs, final_observations
 from recurrl.algo.host_buffers import HostBuffers, from_host
 from recurrl.algo.make_env import autoreset_is_next_step
@@ -95,10 +96,11 @@ class Collector:
         skip_nonfinite: mask out transitions with NaN / inf rewards or observations and reset
             that env (see :meth:`_skip_nonfinite`) instead of raising
             :class:`~recurrl.errors.NonFiniteError`.
+        world: the ranks of a data-parallel run; the policy's previous-reward statistics are
+            merged over them (``recurrl.algo.distributed.World.synced_statistics``).
 
     An env that raises while stepping is reported as :class:`~recurrl.errors.EnvStepError`
-    naming the env, the copy (when knowable) and the step; ``global_step`` (set by the trainer
-    before each rollout) places the step in the run.
+    naming the env, the copy (when knowable) and the step.
     """
 
     def __init__(
@@ -111,9 +113,11 @@ class Collector:
         reward_scaler: RewardScaler | None = None,
         env_id: str | None = None,
         skip_nonfinite: bool = False,
+        world: World = SINGLE,
     ) -> None:
         self.envs = envs
-        self.global_step = 0  # at the start of the rollout (error messages only)
+        self.world = world
+        self.start_step = 0  # the run's global step where this rollout starts (messages only)
         self.reward_scaler = reward_scaler
         self.policy = policy
         self.rollout_len = rollout_len
@@ -155,15 +159,20 @@ class Collector:
             **{k: zeros() for k in ("truncated", "episode_start", "valid", "bootstrap")},
         }
 
-    def collect(self) -> Rollout:
+    def collect(self, global_step: int = 0) -> Rollout:
         """Step every env ``T`` times; return the rollout with bootstrap values filled in.
 
         The buffers are allocated outside inference mode (so the update may use them in autograd)
         and filled inside it: what comes from the env through :class:`HostBuffers`, the policy's
         outputs stacked once at the end. The previous rollout's raw rewards are folded into the
         policy's previous-reward statistics first (after its update, before this rollout acts).
+
+        Args:
+            global_step: the run's step count so far; error messages place a failing step by it.
         """
-        self.fold_rewards()
+        self.start_step = global_step
+        with self.world.synced_statistics(self.policy):
+            self.fold_rewards()
         buf = self._buffers()
         host = HostBuffers(buf)
         with torch.inference_mode(), frozen_weights():  # no update while acting
@@ -172,11 +181,8 @@ class Collector:
         return rollout
 
     def fold_rewards(self) -> None:
-        """Fold the last rollout's raw rewards into the policy's previous-reward statistics.
-
-        :meth:`collect` does it first; the trainer calls it before, so that data-parallel ranks
-        can merge their statistics (``recurrl.algo.distributed.World.synced_statistics``).
-        """
+        """Fold the last rollout's raw rewards into the policy's previous-reward statistics
+        (:meth:`collect` does it first, merged over the ranks)."""
         if self.unseen_rewards:
             rewards = np.concatenate(self.unseen_rewards)
             self.policy.update_reward_statistics(torch.as_tensor(rewards, device=self.device))
@@ -272,7 +278,7 @@ class Collector:
         return tree_map(lambda x: x.cpu().numpy(), live)
 
     def _where(self, t: int) -> str:
-        return f"at rollout step {t} after global step {self.global_step:,}"
+        return f"at rollout step {t} after global step {self.start_step:,}"
 
     def _skip_nonfinite(self, buf, host, t: int, bad, value, reward, terminated, truncated):
         """Mask out step ``t`` of the ``bad`` rows, cut their episodes before it, reset them.

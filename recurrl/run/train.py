@@ -128,6 +128,7 @@ class Trainer:
             reward_scaler=reward_scaler,
             env_id=config.env.id,
             skip_nonfinite=config.env.skip_nonfinite,
+            world=world,
         )
         self.update, self.global_step, self.last_checkpoint = 0, 0, 0
         self.best_eval_return, self.time_offset = -math.inf, 0.0
@@ -209,12 +210,9 @@ class Trainer:
             PeerFailure: another rank's envs failed.
         """
         self.policy.eval()
-        with self.world.synced_statistics(self.policy):
-            self.collector.fold_rewards()
-        self.collector.global_step = self.global_step
         failure, rollout = None, None
         try:
-            rollout = self.collector.collect()
+            rollout = self.collector.collect(self.global_step)
         except (EnvStepError, NonFiniteError) as error:
             failure = error
         failed = self.world.ranks_where(failure is not None)
