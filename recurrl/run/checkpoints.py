@@ -6,8 +6,9 @@ written by a training run also holds its ``training`` state for exact resume
 (``recurrl.run.resume``). Nothing is unpickled beyond that, so a file carrying pickled code is
 refused.
 
-A write goes to a temporary file renamed over the target, so a failed or killed write keeps the
-previous file.
+A write goes to a temporary file that is flushed to disk (``fsync``) and then renamed over the
+target, and the folder is synced after the rename: a failed or killed write, or a power loss,
+leaves either the previous file or the new one, never a partial one.
 
 :class:`RunCheckpoints` is a run's ``checkpoints/`` folder: ``latest.pt``, ``best.pt``,
 ``final.pt`` and the step-stamped copies ``run.keep_checkpoints`` keeps. Every rank of a
@@ -17,6 +18,7 @@ into one file, so a multi-machine run needs no shared file system.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from pathlib import Path
@@ -64,7 +66,8 @@ def checkpoint_payload(
 def write_checkpoint(
     path: str | Path, payload: dict[str, Any], held_step: int | None = None
 ) -> Path:
-    """Write ``payload`` atomically: a temporary file, then a rename over ``path``.
+    """Write ``payload`` atomically and durably: a temporary file synced to disk, then a rename
+    over ``path``, then the folder synced (so the rename survives a power loss).
 
     A write that fails or is killed half-way leaves the previous file at ``path`` intact.
 
@@ -83,6 +86,7 @@ def write_checkpoint(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, temporary)
+        _sync(temporary)  # the bytes are on disk before the name points at them
         os.replace(temporary, path)  # atomic on POSIX
     except BaseException as error:
         temporary.unlink(missing_ok=True)
@@ -91,7 +95,23 @@ def write_checkpoint(
         raise CheckpointWriteError(
             path, error.strerror or str(error), error.errno, path.is_file(), held_step
         ) from error
+    _sync_folder(path.parent)
     return path
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable. Some systems (Windows) and file systems cannot sync
+    a folder; the file itself is synced already, so that is not an error."""
+    with contextlib.suppress(OSError):
+        _sync(folder)
 
 
 def save_checkpoint(
