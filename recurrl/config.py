@@ -98,7 +98,9 @@ class PPOConfig:
     learning_rate: float = 3e-4
     """Adam learning rate."""
     anneal_lr: bool = True
-    """Linearly anneal the learning rate to 0 over ``total_steps``."""
+    """Linearly anneal the learning rate to 0 over ``total_steps``. A resumed run given another
+    ``total_steps`` anneals from the rate it had at the resumed step to 0 at the new end (no jump
+    back up; a finished run's rate is 0 there), or from a new ``learning_rate`` if one is given."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95

@@ -15,8 +15,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from recurrl.algo.ppo import learning_rate_at
 from recurrl.app.cli import main
-from recurrl.config import ConfigError, load_config
+from recurrl.config import ConfigError, PPOConfig, load_config
 from recurrl.run.checkpoints import CheckpointError, load_checkpoint, write_checkpoint
 from recurrl.run.resume import StatefulVectorEnv, resume_checkpoint, resume_config
 from recurrl.run.run_dir import read_metrics
@@ -204,3 +205,37 @@ def test_sigterm_leaves_a_loadable_checkpoint(tmp_path):
     assert payload["global_step"] > 0 and payload["training"]["update"] >= 1
     assert payload["global_step"] == read_metrics(run_dir)[-1]["global_step"]
 
+
+# --- the learning-rate schedule across a resume ---------------------------------------------
+
+
+def test_learning_rate_line_starts_where_it_is_told():
+    config = PPOConfig(learning_rate=1e-3, total_steps=1000)
+    for step in (0, 128, 999, 1000, 1200):  # a new run: the line from (0, learning_rate)
+        assert learning_rate_at(config, step) == 1e-3 * max(0.0, 1.0 - step / 1000)
+    assert learning_rate_at(config, 400, (400, 2e-4)) == 2e-4
+    assert learning_rate_at(config, 700, (400, 2e-4)) == pytest.approx(1e-4, rel=1e-12)
+    assert learning_rate_at(config, 1000, (400, 2e-4)) == 0.0
+    assert learning_rate_at(PPOConfig(anneal_lr=False), 700, (400, 2e-4)) == 3e-4
+
+
+def test_resume_with_more_steps_anneals_on_from_the_rate_it_had(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    overrides = [*CUE_OVERRIDES, "eval.every=0", f"run.dir={run_dir}"]
+    rate = load_config(None, overrides).ppo.learning_rate
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 3)
+        assert train(load_config(None, overrides), quiet=True).global_step == 384  # of 768
+    resume = ["train", "--resume", str(run_dir), "--quiet", "--eval-episodes=0"]
+    assert main([*resume, "ppo.total_steps=1536"]) == 0
+    rates = [m["learning_rate"] for m in read_metrics(run_dir)]
+    assert rates[:3] == [rate * (1 - step / 768) for step in (0, 128, 256)]
+    # From the rate it had at step 384 (half) to 0 at the new end, never back up.
+    expected = [rate / 2 * (1 - (step - 384) / (1536 - 384)) for step in range(384, 1536, 128)]
+    assert rates[3:] == pytest.approx(expected, rel=1e-12)
+    assert rates == sorted(rates, reverse=True)
+    # A finished run's rate is 0; a new learning rate starts the line again from there.
+    assert main([*resume, "ppo.total_steps=1792", "ppo.learning_rate=1e-4"]) == 0
+    assert [m["learning_rate"] for m in read_metrics(run_dir)[-2:]] == [1e-4, 5e-5]
+    resumed = load_checkpoint(run_dir / "checkpoints" / "final.pt")["training"]
+    assert tuple(resumed["anneal_from"]) == (1536, 1e-4)

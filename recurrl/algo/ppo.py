@@ -345,11 +345,19 @@ def update(
     return stats
 
 
-def learning_rate_at(config: PPOConfig, global_step: int) -> float:
-    """Linear annealing to 0 over ``total_steps`` (constant if ``anneal_lr`` is off)."""
+def learning_rate_at(
+    config: PPOConfig, global_step: int, anneal_from: tuple[int, float] | None = None
+) -> float:
+    """Linear annealing to 0 at ``total_steps`` (constant if ``anneal_lr`` is off).
+
+    The line starts at ``anneal_from = (step, rate)``, by default ``(0, learning_rate)``; a
+    resumed run whose ``total_steps`` or ``learning_rate`` changed starts it where it resumed.
+    """
     if not config.anneal_lr:
         return config.learning_rate
-    return config.learning_rate * max(0.0, 1.0 - global_step / config.total_steps)
+    start_step, start_rate = anneal_from or (0, config.learning_rate)
+    span = max(config.total_steps - start_step, 1)
+    return start_rate * max(0.0, 1.0 - (global_step - start_step) / span)
 
 
 def optimizer_step(

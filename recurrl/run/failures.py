@@ -92,7 +92,7 @@ def failure_outcome(
     error: TrainingError, world: World, run_dir: Path, saved: str, learning_rate: float
 ) -> str:
     """What a :class:`~recurrl.errors.TrainingError`'s message gets appended: what was saved
-    and how to go on."""
+    and how to go on (``learning_rate``: the rate the failed update ran with)."""
     if not world.is_main:
         return f"on rank {world.rank} (rank 0 writes the checkpoint)"
     resume = f"resume with: recurrl train --resume {run_dir}"

@@ -7,6 +7,8 @@ resolved config (``recurrl.run.checkpoints``), a ``training`` dict of tensors an
 (so ``weights_only=True`` loading still works):
 
 - ``update``, ``time_s``, ``last_checkpoint``, ``best_eval_return``, ``wandb_id``;
+- ``anneal_from``: ``(step, rate)``, where the learning rate's line to 0 starts
+  (:func:`anneal_start`);
 - ``rng``: the torch (CPU and CUDA), numpy and Python global generators and the PPO minibatch
   generator;
 - ``collector``: the :class:`~recurrl.algo.rollout.Collector`'s live state (current observation,
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 
 from recurrl.algo.distributed import World
+from recurrl.algo.ppo import learning_rate_at
 from recurrl.algo.rollout import Collector
 from recurrl.config import Config, ConfigError, config_from_dict, parse_override, to_dict
 from recurrl.policy import ActorCritic
@@ -209,6 +212,28 @@ def resume_config(run_dir: Path, payload: dict[str, Any], overrides: list[str]) 
             f"steps; pass ppo.total_steps=N with a larger N to train further"
         )
     return config
+
+
+def anneal_start(payload: dict[str, Any], config: Config) -> tuple[int, float]:
+    """``(step, rate)`` where a resumed run's learning rate starts its line to 0 at
+    ``ppo.total_steps`` (``recurrl.algo.ppo.learning_rate_at``).
+
+    The checkpoint's own schedule while ``ppo.total_steps``, ``ppo.learning_rate`` and
+    ``ppo.anneal_lr`` stay as they were (the uninterrupted run's rates, bit for bit). When one
+    changed, the line starts at the resumed step: from the rate the run had there (so a larger
+    ``total_steps`` stretches the rest of the schedule instead of jumping back up), or from the
+    new ``ppo.learning_rate`` when that changed.
+    """
+    before = config_from_dict(payload["config"]).ppo
+    stored = payload["training"].get("anneal_from", (0, before.learning_rate))
+    stored = (int(stored[0]), float(stored[1]))
+    now, step = config.ppo, payload["global_step"]
+    fields = ("total_steps", "learning_rate", "anneal_lr")
+    if all(getattr(now, name) == getattr(before, name) for name in fields):
+        return stored
+    if now.learning_rate != before.learning_rate:
+        return step, now.learning_rate
+    return step, learning_rate_at(before, step, stored)
 
 
 def restore_run(

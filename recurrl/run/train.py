@@ -48,7 +48,7 @@ from recurrl.run.failures import (
     failure_outcome,
     stopped_message,
 )
-from recurrl.run.resume import env_state, restore_run, rng_state, set_rng_state
+from recurrl.run.resume import anneal_start, env_state, restore_run, rng_state, set_rng_state
 from recurrl.run.run_dir import open_run
 from recurrl.run.tracking import pooled_metrics, require_tensorboard
 
@@ -132,6 +132,7 @@ class Trainer:
         )
         self.update, self.global_step, self.last_checkpoint = 0, 0, 0
         self.best_eval_return, self.time_offset = -math.inf, 0.0
+        self.anneal_from = (0, config.ppo.learning_rate)  # (step, rate): see anneal_start
         own = self._restore(resume) if resume is not None else None
         world.broadcast_module(self.policy)  # ranks seed apart: start from rank 0's parameters
         self.run_dir, self.history, self.tracker = open_run(config, world, quiet, resume)
@@ -173,12 +174,13 @@ class Trainer:
         self.global_step, self.update = payload["global_step"], training["update"]
         self.best_eval_return = training["best_eval_return"]
         self.last_checkpoint, self.time_offset = training["last_checkpoint"], training["time_s"]
+        self.anneal_from = anneal_start(payload, self.config)
         return own
 
     def train_one_update(self, update: int) -> dict:
         """One iteration: rollout -> GAE -> PPO update -> metrics (pooled over the ranks)."""
         config, started = self.config, time.perf_counter()
-        learning_rate = ppo.learning_rate_at(config.ppo, self.global_step)
+        learning_rate = ppo.learning_rate_at(config.ppo, self.global_step, self.anneal_from)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         rollout = self.collect()
@@ -298,6 +300,7 @@ class Trainer:
             "last_checkpoint": self.last_checkpoint,
             "best_eval_return": self.best_eval_return,
             "wandb_id": self.tracker.wandb_id,
+            "anneal_from": self.anneal_from,
         }
 
     def save(
@@ -370,7 +373,7 @@ class Trainer:
         if isinstance(error, DivergenceError):
             error.message += f" of update {self.update + 1} (after step {self.global_step:,})"
         if isinstance(error, TrainingError):
-            rate = self.config.ppo.learning_rate
+            rate = ppo.learning_rate_at(self.config.ppo, self.global_step, self.anneal_from)
             error.outcome = failure_outcome(error, self.world, self.run_dir, saved, rate)
         elif self.world.is_main:
             resumable = self.checkpoints.latest.is_file()
