@@ -1,4 +1,10 @@
-"""Running a training job: the trainer, its run folder, checkpoints and resume, tracking sinks.
+"""Running a training job; imports ``recurrl.algo`` and below, never ``recurrl.app``.
 
-Imports ``recurrl.algo`` and below, never ``recurrl.app``.
+- ``train``: the trainer's loop (collect, advantages, update, evaluate, log, checkpoint);
+- ``checkpoints``: checkpoint files (format, atomic and durable write, safe load) and a run's
+  ``checkpoints/`` folder;
+- ``resume``: continuing a stopped run (its training state, the overrides, the restore);
+- ``failures``: when training stops early (rollback, graceful stop, what the message says);
+- ``run_dir``: the run folder and its ``metrics.jsonl``;
+- ``tracking``, ``progress``: where metrics go (console, JSONL, W&B, TensorBoard).
 """
