@@ -234,7 +234,12 @@ def test_resume_with_more_steps_anneals_on_from_the_rate_it_had(tmp_path, monkey
     expected = [rate / 2 * (1 - (step - 384) / (1536 - 384)) for step in range(384, 1536, 128)]
     assert rates[3:] == pytest.approx(expected, rel=1e-12)
     assert rates == sorted(rates, reverse=True)
-    # A finished run's rate is 0; a new learning rate starts the line again from there.
+    # A finished run's rate is 0: more steps alone would train nothing, so that is refused...
+    with pytest.raises(ConfigError, match="pass ppo.learning_rate=X too"):
+        resume_config(run_dir, load_checkpoint(run_dir / "checkpoints" / "final.pt"),
+                      ["ppo.total_steps=1792"])  # fmt: skip
+    assert main([*resume, "ppo.total_steps=1792"]) == 2
+    # ... and a new learning rate starts the line again from there.
     assert main([*resume, "ppo.total_steps=1792", "ppo.learning_rate=1e-4"]) == 0
     assert [m["learning_rate"] for m in read_metrics(run_dir)[-2:]] == [1e-4, 5e-5]
     resumed = load_checkpoint(run_dir / "checkpoints" / "final.pt")["training"]

@@ -211,6 +211,17 @@ def resume_config(run_dir: Path, payload: dict[str, Any], overrides: list[str]) 
             f"ppo.total_steps: {run_dir} already trained {step:,} of {config.ppo.total_steps:,} "
             f"steps; pass ppo.total_steps=N with a larger N to train further"
         )
+    if (
+        config.ppo.anneal_lr
+        and step < config.ppo.total_steps
+        and anneal_start(payload, config)[1] <= 0
+    ):
+        raise ConfigError(
+            f"ppo.learning_rate: the run's learning rate was annealed to 0 by step {step:,}, so "
+            f"training on to {config.ppo.total_steps:,} steps would change nothing; pass "
+            f"ppo.learning_rate=X too (annealed from X at step {step:,} to 0 at the new end), "
+            f"or ppo.anneal_lr=false"
+        )
     return config
 
 
