@@ -22,6 +22,18 @@ def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complete
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def tiny_run(project: Path) -> list[str]:
+    """Overrides for a 64-step training run into ``project/run``."""
+    return [
+        "env.num_envs=2",
+        "ppo.rollout_len=16",
+        "ppo.bptt_len=8",
+        "ppo.total_steps=64",
+        f"run.dir={project / 'run'}",
+        "--quiet",
+    ]
+
+
 @pytest.fixture
 def user_project(tmp_path: Path) -> Path:
     """A user's project with its own ``envs`` package, first on ``sys.path``."""
@@ -94,12 +106,7 @@ def test_cli_envs_and_train_beside_a_user_envs_package(user_project: Path) -> No
             "recurrl",
             "train",
             "env.id=recurrl/TMaze-v0",
-            "env.num_envs=2",
-            "ppo.rollout_len=16",
-            "ppo.bptt_len=8",
-            "ppo.total_steps=64",
-            f"run.dir={user_project / 'run'}",
-            "--quiet",
+            *tiny_run(user_project),
         ],
         user_project,
         timeout=300,
@@ -117,12 +124,7 @@ def test_env_id_module_is_found_in_the_current_folder(user_project: Path) -> Non
             str(RECURRL),
             "train",
             "env.id=myenv:Blink-v0",
-            "env.num_envs=2",
-            "ppo.rollout_len=16",
-            "ppo.bptt_len=8",
-            "ppo.total_steps=64",
-            f"run.dir={user_project / 'run'}",
-            "--quiet",
+            *tiny_run(user_project),
         ],
         cwd=user_project,
         env=env,
