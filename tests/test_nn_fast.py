@@ -12,18 +12,6 @@ from recurrl.nn.fused import common as fused_common
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 
-@pytest.fixture(params=["torch", "onednn"])
-def matmul_backend(request, monkeypatch):
-    """Route every product to ``torch.addmm`` or (where available) to oneDNN."""
-    if request.param == "onednn":
-        if not matmul.onednn_available():
-            pytest.skip("oneDNN product not available in this torch build")
-        monkeypatch.setattr(matmul, "ONEDNN_MIN_MACS", 0)
-    else:
-        monkeypatch.setattr(matmul, "ONEDNN_MIN_MACS", 1 << 62)
-    return request.param
-
-
 @pytest.fixture(params=[1, 1 << 16])
 def block_elements(request, monkeypatch):
     """Backward coefficients one step at a time, or the whole (small) sequence at once."""
@@ -78,9 +66,7 @@ def assert_all_close(actual: list, expected: list, tol: float) -> None:
 @pytest.mark.parametrize("cls", [LSTM, GRU])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_equals_reference(cls, num_layers, dtype, matmul_backend, block_elements):
-    if matmul_backend == "onednn" and dtype == torch.float64:
-        pytest.skip("oneDNN is used for float32 only")
+def test_fused_equals_reference(cls, num_layers, dtype, block_elements):
     torch.manual_seed(0)
     sizes = (3, 5, num_layers)
     fast, reference = make_pair(cls, sizes, dtype)
@@ -150,7 +136,7 @@ def test_gru_function_gradcheck():
 
 @pytest.mark.parametrize("cls", [LSTM, GRU])
 @pytest.mark.parametrize("batch", [8, 512])
-def test_acting_step_under_inference_mode(cls, batch, matmul_backend):
+def test_acting_step_under_inference_mode(cls, batch):
     """``T = 1`` under ``inference_mode`` (how the policy acts) equals the reference."""
     torch.manual_seed(5)
     fast, reference = make_pair(cls, (6, 16, 1), torch.float32)
@@ -179,7 +165,8 @@ def test_frozen_parameters_and_plain_inputs(cls):
 def test_impl_selection():
     assert resolve_impl("auto", torch.device("cpu"), torch.float64) == "fused"
     assert resolve_impl("auto", torch.device("cpu"), torch.float32, 1 << 30) == "fused"
-    assert resolve_impl("auto", torch.device("cuda")) == "reference"
+    assert resolve_impl("auto", torch.device("cuda")) == "fused"  # pure torch: any device
+    assert resolve_impl("auto", torch.device("cuda"), torch.float32, 1) == "fused"
     assert resolve_impl("reference", torch.device("cpu")) == "reference"
     with pytest.raises(ValueError, match="impl"):
         LSTM(2, 3, impl="cudnn")
@@ -188,20 +175,13 @@ def test_impl_selection():
     assert "impl='reference'" in repr(core)
 
 
-@pytest.mark.parametrize("onednn", [False, True])
-def test_matmul_helpers_agree_with_torch(onednn, monkeypatch):
-    if onednn and not matmul.onednn_available():
-        pytest.skip("oneDNN product not available in this torch build")
-    monkeypatch.setattr(matmul, "ONEDNN_MIN_MACS", 0 if onednn else 1 << 62)
+def test_matmul_helpers_agree_with_torch():
     torch.manual_seed(7)
     x, weight, bias, other = torch.randn(7, 5), torch.randn(6, 5), torch.randn(6), torch.randn(7, 6)
     close = dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(matmul.linear(x, weight, bias), x @ weight.t() + bias, **close)
     torch.testing.assert_close(matmul.linear(x, weight.t().t()), x @ weight.t(), **close)
-    linear_add = matmul.linear_add_for(x, 7 * 5 * 6)
-    torch.testing.assert_close(linear_add(x, weight, other), other + x @ weight.t(), **close)
-    linear_bias = matmul.linear_bias_for(x, 7 * 5 * 6)
-    torch.testing.assert_close(linear_bias(x, weight, bias), x @ weight.t() + bias, **close)
+    torch.testing.assert_close(matmul.linear_add(x, weight, other), other + x @ weight.t(), **close)
     torch.testing.assert_close(matmul.weight_grad(other, x), other.t() @ x, **close)
 
 
@@ -209,9 +189,12 @@ def test_matmul_helpers_agree_with_torch(onednn, monkeypatch):
 @pytest.mark.parametrize("cls", [LSTM, GRU])
 @pytest.mark.parametrize("impl", ["auto", "fused"])
 def test_cuda_paths_equal_reference(cls, impl):
+    """What ``auto`` runs on CUDA (checked not to be the reference itself) equals it."""
+    assert resolve_impl(impl, torch.device("cuda"), torch.float64, 4 * 5 * 5 * 3) != "reference"
     torch.manual_seed(8)
     fast, reference = make_pair(cls, (3, 5, 2), torch.float64, "cuda")
     fast.impl = impl
+    assert fast._implementation(torch.empty(7, 4, 3, dtype=torch.float64, device="cuda")) == "fused"
     x, state, episode_start = random_inputs(cls, (3, 5, 2), 7, 4, torch.float64, "cuda")
     weights = [torch.randn(7, 4, 5, dtype=torch.float64, device="cuda")]
     weights += [torch.randn_like(part) for part in flat(state)]
@@ -247,12 +230,3 @@ def test_input_without_gradient(cls):
         reference(x, None, episode_start)[0].sum(), list(reference.parameters())
     )
     assert_all_close(list(grads), list(grads_ref), 1e-10)
-
-
-def test_onednn_probe_leaves_the_global_random_stream_alone(monkeypatch):
-    """The probe runs at the first product big enough for oneDNN, in the middle of a run; drawing
-    from torch's global generator there made a process's first run differ from its later ones."""
-    monkeypatch.setattr(matmul, "_onednn_works", None)
-    before = torch.get_rng_state()
-    matmul.onednn_available()
-    assert torch.equal(torch.get_rng_state(), before)

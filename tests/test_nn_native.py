@@ -13,11 +13,10 @@ import sys
 import pytest
 import torch
 
-from recurrl.nn import GRU, LSTM, matmul, native
+from recurrl.nn import GRU, LSTM, native
 from recurrl.nn.cores import resolve_impl
 from recurrl.nn.native import build
 from recurrl.nn.native import frozen as native_frozen
-from recurrl.nn.native import ops as native_ops
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason=f"native kernels unavailable: {native.unavailable_reason()}"
@@ -75,13 +74,7 @@ def random_case(cls, input_size, hidden, num_layers, steps, batch, scale=1.0):
         (5, 37, 1, 1, 3),  # one step (acting), hidden not a multiple of any vector width
     ],
 )
-@pytest.mark.parametrize("onednn", [False, True])
-def test_native_equals_reference(
-    cls, input_size, hidden, num_layers, steps, batch, onednn, monkeypatch
-):
-    if onednn and not matmul.onednn_available():
-        pytest.skip("oneDNN product not available in this torch build")
-    monkeypatch.setattr(matmul, "ONEDNN_MIN_MACS", 0 if onednn else 1 << 62)
+def test_native_equals_reference(cls, input_size, hidden, num_layers, steps, batch):
     torch.manual_seed(0)
     fast, reference = make_pair(cls, input_size, hidden, num_layers)
     x, state, episode_start = random_case(cls, input_size, hidden, num_layers, steps, batch)
@@ -189,14 +182,94 @@ def test_without_a_compiler_the_reason_is_given_and_auto_falls_back(monkeypatch)
 
 
 @needs_native
-def test_build_is_cached_by_source_and_flags(tmp_path):
-    code = "from recurrl.nn.native import build; print(build.build())"
+def test_build_is_cached_by_source_flags_and_isa(tmp_path):
+    code = "from recurrl.nn.native import build; print(build.build('portable'))"
     first = run_python(code, RECURRL_CACHE_DIR=str(tmp_path)).strip()
     assert first.startswith(str(tmp_path)) and os.path.exists(first)
+    assert "_portable_" in os.path.basename(first)
     stamp = os.stat(first).st_mtime_ns
     second = run_python(code, RECURRL_CACHE_DIR=str(tmp_path)).strip()
     assert second == first and os.stat(first).st_mtime_ns == stamp  # reused, not rebuilt
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(first)]  # no temp files
+    assert os.stat(first).st_mode & 0o077 == 0  # private to this user
+    command = build.compiler()
+    names = {variant: build.library_name(command, variant) for variant in build.VARIANTS}
+    assert len(set(names.values())) == len(names)  # the ISA level is part of the key
+
+
+def test_no_native_march_and_the_cpu_picks_the_variant(monkeypatch):
+    """Fixed ISA levels chosen at run time, never -march=native (a shared cache would hand a
+    CPU instructions it lacks); RECURRL_NATIVE_ISA may lower the level but not raise it."""
+    assert not any("native" in flag for flags in build.VARIANTS.values() for flag in flags)
+    assert "native" not in " ".join(build.BASE_FLAGS)
+    monkeypatch.setattr(build, "cpu_variant", lambda: "avx2")
+    monkeypatch.delenv("RECURRL_NATIVE_ISA", raising=False)
+    assert build.wanted_variant() == ("avx2", None)
+    monkeypatch.setenv("RECURRL_NATIVE_ISA", "portable")
+    assert build.wanted_variant() == ("portable", None)
+    monkeypatch.setenv("RECURRL_NATIVE_ISA", "avx512")
+    variant, why = build.wanted_variant()
+    assert variant is None and "at most avx2" in why
+    monkeypatch.setenv("RECURRL_NATIVE_ISA", "sse9")
+    assert build.wanted_variant()[0] is None
+
+
+@needs_native
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+def test_portable_variant_builds_and_equals_reference(cls):
+    """The build without SIMD extensions beyond the machine's baseline (what a CPU without
+    AVX2 gets) computes the same as the reference, forward and backward."""
+    code = f"""
+import torch
+from recurrl.nn import {cls} as Core, native
+assert native.loaded_variant() == "portable", native.unavailable_reason()
+torch.manual_seed(0)
+reference = Core(5, 37, 2, impl="reference")
+fast = Core(5, 37, 2, impl="native")
+fast.load_state_dict(reference.state_dict())
+x = torch.randn(6, 19, 5, requires_grad=True)
+episode_start = torch.rand(6, 19) < 0.3
+grads = []
+for core in (fast, reference):
+    y, _ = core(x, None, episode_start)
+    grads.append(torch.autograd.grad((y * y).sum(), [x, *core.parameters()]) + (y,))
+for got, want in zip(*grads):
+    torch.testing.assert_close(got, want, rtol=2e-4, atol=2e-4)
+print("ok")
+"""
+    assert run_python(code, RECURRL_NATIVE_ISA="portable").strip() == "ok"
+
+
+@needs_native
+def test_wrong_tensors_raise_before_reaching_the_kernel():
+    """dtype, device, contiguity and shape are checked in one place before any pointer passes."""
+    good = torch.zeros(2, 3)
+    for bad, what in [
+        (torch.zeros(2, 3, dtype=torch.float64), "float64"),
+        (torch.zeros(3, 2).t(), "contiguous=False"),
+        (torch.zeros(2, 2), "shape \\[2, 2\\]"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            build.call(
+                "recurrl_gru_backward", (1, 1, 1), (("dh", good, (2, 3)), ("x", bad, (2, 3)))
+            )
+    core = LSTM(3, 4, impl="native")
+    with pytest.raises(ValueError, match="state must be"):  # the core's own shape check first
+        core(torch.randn(2, 5, 3), (torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)))
+
+
+def test_compiler_errors_are_kept_in_the_reason(tmp_path, monkeypatch):
+    broken = tmp_path / "kernels.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(build, "SOURCE", broken)
+    monkeypatch.setenv("RECURRL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "_library", None)
+    monkeypatch.setattr(build, "_reason", None)
+    if build.compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    assert build.library() is None
+    reason = build.unavailable_reason()
+    assert "could not compile" in reason and "error" in reason  # the compiler's own words
 
 
 @needs_native
@@ -233,7 +306,7 @@ def test_frozen_weights_block_transposes_once_and_forgets_on_exit():
         first, _ = fast(x, None, episode_start)
         with native.frozen_weights():  # nested: shares the outer cache
             second, _ = fast(x, None, episode_start)
-        assert len(native_frozen._frozen) == 3  # W_hh^T, W_ih^T (a native product), b_ih + b_hh
+        assert len(native_frozen._frozen) == 2  # W_hh^T, b_ih + b_hh
     assert native_frozen._frozen is None
     with torch.no_grad():
         for core in (fast, reference):
@@ -245,35 +318,30 @@ def test_frozen_weights_block_transposes_once_and_forgets_on_exit():
     torch.testing.assert_close(y, y_ref, rtol=2e-5, atol=2e-5)
 
 
-def test_unwritable_cache_falls_back_to_the_temp_dir(tmp_path):
+def test_unwritable_cache_falls_back_to_a_private_temp_dir(tmp_path):
     if build.compiler() is None:
         pytest.skip("no C compiler on this machine")
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
-    code = "from recurrl.nn.native import build; print(build.build())"
+    code = "from recurrl.nn.native import build; print(build.build('portable'))"
     path = run_python(code, RECURRL_CACHE_DIR=str(blocked / "cache")).strip()
     assert path != "None" and not path.startswith(str(blocked)) and os.path.exists(path)
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
 
 
-@needs_native
-@pytest.mark.parametrize(
-    "shape", [(128, 512), (512, 128), (37, 13), (1, 9), (9, 1), (8, 8), (0, 4)]
-)
-def test_native_transpose_equals_torch(shape):
-    matrix = torch.randn(shape)
-    assert torch.equal(native_ops.transpose(matrix), matrix.t().contiguous())
-    view = torch.randn(shape[1], shape[0]).t()  # non-contiguous input
-    assert torch.equal(native_ops.transpose(view), view.t().contiguous())
-
-
-@needs_native
-def test_weight_grad_with_the_native_transpose_equals_torchs(monkeypatch):
-    """What the native layers' backward computes dW_hh with, bit for bit."""
-    if not matmul.onednn_available():
-        pytest.skip("oneDNN product not available in this torch build")
-    grad, inputs = torch.randn(256, 512), torch.randn(256, 128)
-    for min_macs in (0, 1 << 62):  # oneDNN with its transposed copies; torch.mm without
-        monkeypatch.setattr(matmul, "ONEDNN_MIN_MACS", min_macs)
-        ours = matmul.weight_grad(grad, inputs, native_ops.transpose)
-        assert ours.is_contiguous() and torch.equal(ours, matmul.weight_grad(grad, inputs))
-    torch.testing.assert_close(ours, grad.t() @ inputs, rtol=1e-4, atol=1e-4)
+def test_a_cache_others_can_write_to_is_never_loaded_from(tmp_path):
+    """A world-writable cache (or a library in it) could be swapped for anyone's code."""
+    if build.compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    code = "from recurrl.nn.native import build; print(build.build('portable'))"
+    path = run_python(code, RECURRL_CACHE_DIR=str(shared)).strip()
+    assert path != "None" and not path.startswith(str(shared))
+    os.chmod(shared, 0o700)
+    planted = shared / build.library_name(build.compiler(), "portable")
+    planted.write_bytes(b"not a library")
+    os.chmod(planted, 0o666)
+    path = run_python(code, RECURRL_CACHE_DIR=str(shared)).strip()
+    assert path != "None" and path != str(planted)

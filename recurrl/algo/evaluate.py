@@ -7,14 +7,12 @@ import torch
 
 from recurrl.algo.make_env import autoreset_is_next_step, make_vector_env
 from recurrl.config import ConfigError, EnvConfig
-from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.inputs import null_action
 from recurrl.policy.tree import as_observation
 
 
 @torch.inference_mode()
-@frozen_weights()
 def evaluate(
     policy: ActorCritic,
     env_config: EnvConfig,

@@ -13,14 +13,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from recurrl.algo.distributed import SINGLE, World
-from recurrl.algo.optim import clip_grad_norm_, trainable_parameters
+from recurrl.algo.optim import trainable_parameters
 from recurrl.algo.rollout import Rollout
 from recurrl.config import PPOConfig
 from recurrl.errors import DivergenceError
-from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.tree import Observation, tree_map
@@ -92,8 +90,6 @@ def make_sequences(rollout: Rollout, advantages: Tensor, returns: Tensor, bptt_l
     )
 
 
-@torch.no_grad()
-@frozen_weights()
 def refresh_start_states(policy: ActorCritic, rollout: Rollout, bptt_len: int) -> State:
     """Recompute every chunk-start state with the current parameters.
 
@@ -102,15 +98,19 @@ def refresh_start_states(policy: ActorCritic, rollout: Rollout, bptt_len: int) -
     """
     state = tuple(s[0] for s in rollout.chunk_states)
     saved = []
-    for start in range(0, rollout.valid.shape[0], bptt_len):
-        saved.append(state)
-        window = slice(start, start + bptt_len)
-        previous = [
-            None if x is None else x[window] for x in (rollout.prev_actions, rollout.prev_rewards)
-        ]
-        _, _, state = policy(rollout.obs[window], state, rollout.episode_start[window], *previous)
+    with policy.acting():
+        for start in range(0, rollout.valid.shape[0], bptt_len):
+            saved.append(state)
+            window = slice(start, start + bptt_len)
+            previous = [
+                None if x is None else x[window]
+                for x in (rollout.prev_actions, rollout.prev_rewards)
+            ]
+            _, _, state = policy(
+                rollout.obs[window], state, rollout.episode_start[window], *previous
+            )
     stacked = tuple(torch.stack(parts) for parts in zip(*saved, strict=True))
-    return chunk_states_to_batch(stacked)
+    return chunk_states_to_batch(stacked)  # stacked outside the block: normal tensors
 
 
 class LossTerms(NamedTuple):
@@ -146,125 +146,30 @@ def ppo_loss(
         entropy     = mean(entropy)
 
     (``v`` the new value, ``V`` the rollout's, ``R`` the returns), plus ``approx_kl`` and
-    ``clipfrac`` without gradients. One autograd node with a closed-form backward
-    (:class:`PPOLossFunction`) instead of ~30 small ones (forward and backward for 16 x 16
-    steps on CPU: 191 -> 127 us, 235 -> 153 us with clip_vloss); the tests hold terms and
-    gradients equal to the plain autograd composition of the formulas above.
+    ``clipfrac`` without gradients.
     """
-    return LossTerms(
-        *PPOLossFunction.apply(
-            new_log_prob,
-            entropy,
-            new_value,
-            batch.log_probs,
-            batch.advantages,
-            batch.values,
-            batch.returns,
-            batch.valid,
-            clip_coef,
-            clip_vloss,
-            norm_adv,
-        )
-    )
+    valid = batch.valid.to(new_log_prob.dtype)
+    count = valid.sum().clamp(min=1.0)
 
+    def mean(x: Tensor) -> Tensor:  # over valid steps
+        return (x * valid).sum() / count
 
-class PPOLossFunction(torch.autograd.Function):
-    """:func:`ppo_loss` as one autograd node: ``(new_log_prob, entropy, new_value)`` in,
-    ``(policy_loss, value_loss, entropy mean, approx_kl, clipfrac)`` out; the batch tensors
-    are constants and ``valid`` is a 0/1 mask.
-
-    The backward is the closed form of autograd's: a term's gradient flows through ``max``
-    to the larger side, half to each side on a tie (``torch.maximum``'s rule), and through
-    ``clip`` only inside the closed clip range (``torch.clamp``'s rule).
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        new_log_prob: Tensor,
-        entropy: Tensor,
-        new_value: Tensor,
-        old_log_prob: Tensor,
-        advantages: Tensor,
-        values: Tensor,
-        returns: Tensor,
-        valid: Tensor,
-        clip_coef: float,
-        clip_vloss: bool,
-        norm_adv: bool,
-    ) -> tuple[Tensor, ...]:
-        ctx.set_materialize_grads(False)
-        if valid.dtype != new_log_prob.dtype:
-            valid = valid.to(new_log_prob.dtype)
-        count = valid.sum().clamp_(min=1.0)
-        if norm_adv:
-            mean = (advantages * valid).sum() / count
-            centered = mean - advantages  # -(A - mean): the sign of the surrogate's -A
-            variance = (centered * centered).mul_(valid).sum() / count
-            negated = centered.div_(variance.sqrt_().add_(1e-8))  # -A, normalized
-        else:
-            negated = -advantages
-        log_ratio = new_log_prob - old_log_prob
-        ratio = log_ratio.exp()
-        clipped_ratio = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
-        surrogate = negated * ratio
-        clipped_surrogate = negated * clipped_ratio
-        error = new_value - returns
-        value_error = error * error
-        saved = [valid, count, ratio, clipped_ratio, surrogate, clipped_surrogate, error]
-        if clip_vloss:
-            change = new_value - values
-            clipped_change = change.clamp(-clip_coef, clip_coef)
-            clipped_error = (values + clipped_change).sub_(returns)
-            clipped_squared = clipped_error * clipped_error
-            saved += [change, clipped_change, clipped_error, value_error, clipped_squared]
-            value_error = torch.maximum(value_error, clipped_squared)
-        ctx.save_for_backward(*saved)
-        ratio_change = ratio - 1.0
-        rows = torch.stack(
-            [
-                torch.maximum(surrogate, clipped_surrogate),
-                value_error,
-                entropy,
-                ratio_change - log_ratio,  # http://joschu.net/blog/kl-approx.html
-                (ratio_change.abs() > clip_coef).to(ratio.dtype),
-            ]
-        )  # (5, L, S)
-        means = rows.mul_(valid).flatten(1).sum(1).div_(count)
-        policy_loss, value_loss, entropy_mean, approx_kl, clipfrac = means.unbind()
-        ctx.mark_non_differentiable(approx_kl, clipfrac)
-        return policy_loss, 0.5 * value_loss, entropy_mean, approx_kl, clipfrac
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_policy, grad_value, grad_entropy, _approx_kl, _clipfrac):
-        valid, count, ratio, clipped_ratio, surrogate, clipped_surrogate, error, *rest = (
-            ctx.saved_tensors
-        )
-        policy_grad = value_grad = entropy_grad = None
-        if grad_policy is not None:
-            # d policy_loss / d log_prob is the valid mean of d max(s, s_clip) / d ratio * ratio
-            # with s = -A ratio, s_clip = -A clip(ratio). max passes its gradient to the larger
-            # side, half to each on a tie; s_clip's own is -A inside the clip range (where s ==
-            # s_clip) and 0 outside. So the factor is s (w + w_clip [inside]), and twice the
-            # bracket is [s > s_clip] + [s >= s_clip] + [inside].
-            weight = (surrogate > clipped_surrogate).to(surrogate.dtype)
-            weight += surrogate >= clipped_surrogate
-            weight += clipped_ratio == ratio
-            policy_grad = weight.mul_(surrogate).mul_(valid).mul_(0.5 * grad_policy / count)
-        if grad_value is not None:
-            if rest:  # clip_vloss: max's rule again, for (v - R)^2, (V + clip(v - V) - R)^2
-                change, clipped_change, clipped_error, squared, clipped_squared = rest
-                clipped_error = clipped_error * (clipped_change == change)
-                value_factor = torch.where(squared > clipped_squared, error, clipped_error)
-                tie = 0.5 * (error + clipped_error)
-                value_factor = torch.where(squared == clipped_squared, tie, value_factor)
-            else:
-                value_factor = error
-            value_grad = value_factor * valid * (grad_value / count)
-        if grad_entropy is not None:
-            entropy_grad = valid * (grad_entropy / count)
-        return policy_grad, entropy_grad, value_grad, *([None] * 8)
+    advantages = batch.advantages
+    if norm_adv:
+        centered = advantages - mean(advantages)
+        advantages = centered / (mean(centered * centered).sqrt() + 1e-8)
+    log_ratio = new_log_prob - batch.log_probs
+    ratio = log_ratio.exp()
+    clipped_ratio = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
+    policy_loss = mean(torch.maximum(-advantages * ratio, -advantages * clipped_ratio))
+    value_error = (new_value - batch.returns) ** 2
+    if clip_vloss:
+        clipped_value = batch.values + (new_value - batch.values).clamp(-clip_coef, clip_coef)
+        value_error = torch.maximum(value_error, (clipped_value - batch.returns) ** 2)
+    with torch.no_grad():
+        approx_kl = mean((ratio - 1.0) - log_ratio)  # http://joschu.net/blog/kl-approx.html
+        clipfrac = mean(((ratio - 1.0).abs() > clip_coef).to(ratio.dtype))
+    return LossTerms(policy_loss, 0.5 * mean(value_error), mean(entropy), approx_kl, clipfrac)
 
 
 def minibatch_loss(
@@ -382,7 +287,7 @@ def optimizer_step(
     if parameters is None:
         parameters = trainable_parameters(policy)
     total_loss = world.average_gradients(parameters, loss)
-    grad_norm = clip_grad_norm_(parameters, max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     if bool(torch.isfinite(total_loss) & torch.isfinite(grad_norm)):
         optimizer.step()
         return

@@ -30,7 +30,6 @@ from recurrl.algo.env_checks import GuardedEnvs, final_observations
 from recurrl.algo.host_buffers import HostBuffers, from_host
 from recurrl.algo.make_env import autoreset_is_next_step
 from recurrl.algo.returns import RewardScaler, generalized_advantage_estimate
-from recurrl.nn.native import frozen_weights
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.inputs import null_action
@@ -175,7 +174,7 @@ class Collector:
             self.fold_rewards()
         buf = self._buffers()
         host = HostBuffers(buf)
-        with torch.inference_mode(), frozen_weights():  # no update while acting
+        with self.policy.acting():  # no update while acting
             rollout = self._fill(buf, host)
         rollout.chunk_states = tuple(s.clone() for s in rollout.chunk_states)  # normal tensors
         return rollout

@@ -14,8 +14,7 @@ whole-sequence autograd Functions with a hand-written backward, any device and d
 CPU, built on first use with the machine's C compiler). ``impl="auto"`` (the default) picks what
 was measured fastest (``recurrl bench cells``): ``"native"`` on CPU for float32 when the
 per-step recurrent product is at most :data:`NATIVE_MAX_MACS` multiply-adds and the kernels can be
-built, else ``"fused"`` on CPU; ``"reference"`` on other devices, where the fused path has not
-been measured yet.
+built, else ``"fused"`` (pure PyTorch, so any device: CUDA gets it too).
 """
 
 from __future__ import annotations
@@ -26,14 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from recurrl.nn import fused, native, reference
-from recurrl.nn.native import step as native_step
 
 LSTMState = tuple[Tensor, Tensor]
 IMPLEMENTATIONS = ("auto", "native", "fused", "reference")
 NATIVE_MAX_MACS = 1 << 24
 """Largest per-step recurrent product (``B * H * gates * H``) that ``auto`` gives the C kernels:
-above it one oneDNN product per step (``fused``) was measured faster than their single-core loop
-(``(32, 256, 256)`` LSTM: 67M multiply-adds per step)."""
+above it one torch product per step (``fused``, which may use several threads) was measured
+faster than their single-core loop (``(32, 256, 256)`` LSTM: 67M multiply-adds per step)."""
 
 
 def resolve_impl(
@@ -48,9 +46,8 @@ def resolve_impl(
     """
     if impl != "auto":
         return impl
-    if device.type != "cpu":
-        return "reference"
-    if dtype == torch.float32 and step_macs <= NATIVE_MAX_MACS and native.available():
+    cpu_float32 = device.type == "cpu" and dtype == torch.float32
+    if cpu_float32 and step_macs <= NATIVE_MAX_MACS and native.available():
         return "native"
     return "fused"
 
@@ -233,7 +230,7 @@ class LSTM(_RecurrentBase):
         y = x.contiguous()
         for layer in range(self.num_layers):
             h, c = h0[layer].contiguous(), c0[layer].contiguous()
-            y, c = native_step.lstm_step(y, h, c, keep, *self.layer_weights(layer))
+            y, c = native.lstm_step(y, h, c, keep, *self.layer_weights(layer))
             hs.append(y)
             cs.append(c)
         return y, (_stack(hs), _stack(cs))
@@ -278,6 +275,6 @@ class GRU(_RecurrentBase):
         y = x.contiguous()
         for layer in range(self.num_layers):
             h = state[layer].contiguous()
-            y = native_step.gru_step(y, h, keep, *self.layer_weights(layer))
+            y = native.gru_step(y, h, keep, *self.layer_weights(layer))
             hs.append(y)
         return y, _stack(hs)

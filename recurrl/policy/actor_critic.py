@@ -12,6 +12,8 @@ reward (see :mod:`recurrl.policy.inputs`); every method then takes them as ``pre
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,8 +22,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from recurrl.config import PolicyConfig
-from recurrl.nn.native import frozen
-from recurrl.policy import acting
+from recurrl.nn.native import frozen_weights
 from recurrl.policy.cores import State, make_core
 from recurrl.policy.encoders import ObservationEncoder, layer_init, mlp
 from recurrl.policy.heads import make_head
@@ -260,10 +261,8 @@ class ActorCritic(nn.Module):
             critic_out = actor_out
         else:
             critic_out, critic_state = critic(features, critic_state, episode_start)
-        value = self.critic_mlp.forward_with(critic_out, self.value_head).squeeze(-1)  # (T, B)
-        dist = self.head.distribution(
-            self.actor_mlp.forward_with(actor_out, self.head.linear), mask
-        )
+        value = self.value_head(self.critic_mlp(critic_out)).squeeze(-1)  # (T, B)
+        dist = self.head.distribution(self.head.linear(self.actor_mlp(actor_out)), mask)
         return dist, value, tuple(actor_state) + tuple(critic_state)
 
     def _step(
@@ -281,22 +280,16 @@ class ActorCritic(nn.Module):
         features = self._encode(obs, episode_start.unsqueeze(0), *previous)[0]  # (B, F)
         mask = self._action_mask(obs)
         mask = None if mask is None else mask[0]
-        program = self._acting_program(features, state)
-        if program is None:
-            return self._cores_and_heads(features, state, episode_start, mask, one_step=True)
-        head_out, value, state = program(features, state, episode_start)
-        return self.head.distribution(head_out, mask), value.squeeze(-1), state
+        return self._cores_and_heads(features, state, episode_start, mask, one_step=True)
 
-    def _acting_program(self, features: Tensor, state: State) -> acting.ActingProgram | None:
-        """The one-call acting step (:mod:`recurrl.policy.acting`) inside ``frozen_weights``
-        blocks without autograd, where this policy and these inputs can have one."""
-        if not frozen.active() or torch.is_grad_enabled():
-            return None
-        key = (features.shape[0], features.dtype, features.device)
-        program = frozen.cached_for(
-            "acting", self, key, lambda: acting.build(self, features, state)
-        )
-        return program if program is not None and program.accepts(features, state) else None
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        """A block in which the weights do not change (acting, evaluating, replaying states):
+        no gradients are recorded, and what the cores derive from the weights (transposed
+        recurrent weights, summed biases) is computed once for the block, not once per call.
+        Update the weights only outside it."""
+        with torch.inference_mode(), frozen_weights():
+            yield
 
     def evaluate_actions(
         self,

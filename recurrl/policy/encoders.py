@@ -26,8 +26,6 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from recurrl.nn import activations
-from recurrl.nn.native import mlp as native_mlp
 from recurrl.policy.spaces import (
     ACTION_MASK_KEY,
     UnsupportedSpaceError,
@@ -36,9 +34,7 @@ from recurrl.policy.spaces import (
 )
 from recurrl.policy.tree import space_leaves
 
-ACTIVATIONS = {"tanh": activations.Tanh, "relu": nn.ReLU}
-"""``nn.Tanh`` is :class:`recurrl.nn.activations.Tanh`: the same module with a faster CPU tanh."""
-_NATIVE_ACTIVATIONS = {activations.Tanh: native_mlp.TANH, nn.ReLU: native_mlp.RELU}
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -49,57 +45,7 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
 
 
 class MLP(nn.Sequential):
-    """``nn.Sequential`` of Linear + activation layers (same parameter names).
-
-    float32 on CPU, the whole stack runs in the native kernels (:mod:`recurrl.nn.native.mlp`:
-    one call per layer, one autograd node). Otherwise the forward calls each layer's ``forward``
-    directly: ``Module.__call__`` costs ~1.5 us per layer, a third of a small layer's time when
-    acting one step at a time. Either way, hooks on the inner layers do not run.
-    """
-
-    _plan: tuple[tuple[int, ...], list[nn.Linear]] | None | bool = False  # False: not yet
-
-    def forward(self, x: Tensor) -> Tensor:
-        params = self._native_params()
-        if params is not None and params[1] and native_mlp.supports(x, params[1][::2]):
-            return native_mlp.mlp_forward(x, *params)
-        for layer in self:
-            x = layer.forward(x)
-        return x
-
-    def forward_with(self, x: Tensor, tail: nn.Linear) -> Tensor:
-        """``tail(self(x))``: with the stack's layers in one native call where they run."""
-        params = self._native_params()
-        if params is not None and type(tail) is nn.Linear and tail.bias is not None:
-            codes, weights = (*params[0], native_mlp.IDENTITY), (*params[1], tail.weight, tail.bias)
-            if native_mlp.supports(x, weights[::2]):
-                return native_mlp.mlp_forward(x, codes, weights)
-        return tail(self(x))
-
-    def _native_params(self) -> tuple[tuple[int, ...], tuple[Tensor, ...]] | None:
-        """``(activation codes, (W_0, b_0, ...))`` if the layers are Linear + (tanh or relu)
-        pairs the kernels can run (no layers: ``((), ())``), else None. The layer types are
-        looked at once; the parameters are read at every call (they may be replaced)."""
-        if self._plan is False:
-            layers, codes, linears = list(self), [], []
-            self._plan = None
-            if len(layers) % 2 == 0:
-                for linear, activation in zip(layers[::2], layers[1::2], strict=True):
-                    code = _NATIVE_ACTIVATIONS.get(type(activation))
-                    if type(linear) is not nn.Linear or linear.bias is None or code is None:
-                        break
-                    codes.append(code)
-                    linears.append(linear)
-                else:
-                    self._plan = (tuple(codes), linears)
-        if self._plan is None:
-            return None
-        codes, linears = self._plan
-        return codes, tuple(p for linear in linears for p in (linear.weight, linear.bias))
-
-    def _apply(self, fn, recurse=True):  # look again after .to() / .double() and the like
-        self._plan = False
-        return super()._apply(fn, recurse)
+    """``nn.Sequential`` of Linear + activation layers."""
 
 
 def mlp(in_features: int, sizes: list[int], activation: str) -> tuple[nn.Module, int]:

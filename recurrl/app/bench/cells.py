@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recurrl.nn import GRU, LSTM, matmul, native
+from recurrl.nn import GRU, LSTM, native
 from recurrl.nn.cores import resolve_impl
 
 SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
@@ -66,8 +66,11 @@ def machine(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": gpu,
-        "native_kernels": "built" if native.available() else native.unavailable_reason(),
-        "onednn_products": matmul.onednn_available(),
+        "native_kernels": (
+            f"built for {native.loaded_variant()}"
+            if native.available()
+            else native.unavailable_reason()
+        ),
     }
 
 
@@ -255,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# {info['cpu']} | {info['cores']} cores | torch {info['torch']} | "
         f"{info['threads']} threads | device {info['device']}"
         + (f" ({info['gpu']})" if info["gpu"] else "")
-        + f" | native kernels: {info['native_kernels']}"
-        + f" | oneDNN products {info['onednn_products']}",
+        + f" | native kernels: {info['native_kernels']}",
         flush=True,
     )
     print(table_header(list(CANDIDATES)), flush=True)

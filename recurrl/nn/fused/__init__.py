@@ -5,7 +5,7 @@ holds the two equal). Why this is faster on CPU, each point measured:
 
 * The input projection ``x @ W_ih^T`` is one matrix product over ``T * B`` rows before the loop;
   ``dx``, ``dW_ih`` and ``dW_hh`` are one product each after the backward loop. Products go
-  through :mod:`recurrl.nn.matmul` (oneDNN on CPU, where it beats MKL).
+  through :mod:`recurrl.nn.matmul` (plain ``torch.addmm``).
 * The forward loop records no autograd graph: one matrix product and seven ``out=``/in-place
   pointwise ops per step into preallocated ``[T, B, ...]`` buffers, with every per-step view made
   before the loop (indexing in the loop costs about as much as a pointwise op).

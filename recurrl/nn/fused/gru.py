@@ -14,7 +14,7 @@ from recurrl.nn.fused.common import (
     reversed_blocks,
     shifted_state,
 )
-from recurrl.nn.matmul import linear, linear_add_for, linear_bias_for, weight_grad
+from recurrl.nn.matmul import linear, linear_add, weight_grad
 
 
 def gru_loop(
@@ -43,14 +43,13 @@ def gru_loop(
     y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
     gates_hn = []
     minus_one = constant(h, -1.0)
-    linear_bias = linear_bias_for(h, batch * hidden * 3 * hidden)
     two = 2 * hidden
     rz_s, n_s = act[..., :two].unbind(0), act[..., two:].unbind(0)
     y_s, keep_s = y.unbind(0), keep.unbind(0)
     for t in range(steps):
         if resets[t]:
             h = h * keep_s[t]
-        gh = linear_bias(h, weight_hh, bias_hh)  # (B, 3H)
+        gh = linear(h, weight_hh, bias_hh)  # (B, 3H)
         gh_n = gh[:, two:]
         gates_hn.append(gh_n)
         rz = rz_s[t].add_(gh[:, :two]).sigmoid_()
@@ -110,7 +109,6 @@ def gru_backward_loop(
     steps, batch, hidden = dy.shape
     dgates_x, dgates_h = torch.empty_like(act), torch.empty_like(act)  # (T, B, 3H)
     weight_hh_t = weight_hh.t()  # (H, 3H): dh_prev = dgates_h @ W_hh
-    linear_add = linear_add_for(dy, batch * hidden * 3 * hidden)
     d_s, d3_s = dgates_h.unbind(0), dgates_h.view(steps, batch, 3, hidden).unbind(0)
     dy_s, keep_s = dy.unbind(0), keep.unbind(0)
     dh = dh + dy[-1]

@@ -13,7 +13,7 @@ from recurrl.nn.fused.common import (
     reversed_blocks,
     shifted_state,
 )
-from recurrl.nn.matmul import linear, linear_add_for, weight_grad
+from recurrl.nn.matmul import linear, linear_add, weight_grad
 
 
 def lstm_loop(
@@ -38,7 +38,6 @@ def lstm_loop(
     y = gates_x.new_empty(steps, batch, hidden)  # (T, B, H)
     c2_all, tanh_c = torch.empty_like(y), torch.empty_like(y)
     minus_one, minus_two = constant(h, -1.0), constant(h, -2.0)
-    linear_add = linear_add_for(h, batch * hidden * 4 * hidden)
     i_s, f_s, g2_s, o_s = (gate.unbind(0) for gate in act.split(hidden, dim=2))
     act_s, gates_x_s, keep_s = act.unbind(0), gates_x.unbind(0), keep.unbind(0)
     y_s, c2_s, tanh_c_s = y.unbind(0), c2_all.unbind(0), tanh_c.unbind(0)
@@ -107,7 +106,6 @@ def lstm_backward_loop(
     steps, batch, hidden = dy.shape
     dgates = torch.empty_like(act)  # (T, B, 4H)
     weight_hh_t = weight_hh.t()  # (H, 4H): dh_prev = dgates @ W_hh
-    linear_add = linear_add_for(dy, batch * hidden * 4 * hidden)
     zeros = torch.zeros_like(dh)
     d_s, d_o_s = dgates.unbind(0), dgates[..., 3 * hidden :].unbind(0)
     d_ifg_s = dgates[..., : 3 * hidden].view(steps, batch, 3, hidden).unbind(0)  # (B, 3, H)

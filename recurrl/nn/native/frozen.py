@@ -1,12 +1,13 @@
 """Blocks in which no weight changes (acting, evaluating), and what is derived from weights in them.
 
 Inside :func:`frozen_weights` the kernels compute what depends only on weights (``W^T`` copies,
-summed biases, acting programs) once for the block instead of once per call.
+summed biases) once for the block instead of once per call. Only :mod:`recurrl.nn` and
+:mod:`recurrl.policy` know of it: callers above open ``policy.acting()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,14 +59,3 @@ def _transpose(weight: torch.Tensor) -> torch.Tensor:
 def active() -> bool:
     """Whether a :func:`frozen_weights` block is open."""
     return _frozen is not None
-
-
-def cached_for(what: str, owner: object, key: tuple, make: Callable[[], Any]) -> Any:
-    """``make()`` computed once per :func:`frozen_weights` block for ``(owner, key)`` (``owner``
-    is held and compared by identity); must be called inside a block."""
-    assert _frozen is not None, "cached_for outside a frozen_weights block"
-    full_key = (what, id(owner), *key)
-    hit = _frozen.get(full_key)
-    if hit is None or hit[0][0] is not owner:
-        hit = _frozen[full_key] = ((owner,), make())
-    return hit[1]

@@ -5,11 +5,12 @@
  * recurrent matrix product and the gate arithmetic, forward and backward, for every step in one
  * call. Conventions as recurrl/nn/reference.py: time-major, row-major contiguous arrays,
  * torch's gate order (LSTM i, f, g, o; GRU r, z, n), keep[t, b] = 0 where row b's state is reset
- * to zero before step t, else 1. At the end, a vectorised tanh and a blocked transpose for whole
- * tensors (recurrl/nn/native/ops.py).
+ * to zero before step t, else 1.
  *
  * Only C99 plus the GCC/Clang vector extension (portable SIMD: SSE, AVX, AVX-512, NEON); the
- * build (recurrl/nn/native/build.py) compiles this file for the machine it runs on.
+ * build (recurrl/nn/native/build.py) compiles this file once per ISA level (portable, AVX2,
+ * AVX-512) and loads the highest the CPU runs. The caller checks every array's size first
+ * (build.call).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -124,40 +125,6 @@ static inline float exp_f(float x) {
 }
 static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
 static inline float tanh_f(float x) { return 2.0f * sigmoid_f(2.0f * x) - 1.0f; }
-
-/* tanh(x) rounded from a double-precision tanh: the float nearest the exact value but for rare
- * ties, so equal to torch's but where torch's is one ulp off (0.04% of the elements). A float
- * formula (one ulp off in a tenth of them) changed training runs more: the GRU run of
- * tests/test_learning.py solved 9 of 17 seeds, against 15 with torch's. With a = min(|x|, 10) and
- * m = expm1(2a) = 2^n (1 + p(r)) - 1, r = 2a - n ln2 in [-ln2/2, ln2/2], p the Taylor series of
- * expm1 to r^11 (relative error 2e-14): tanh(a) = m / (m + 2), accurate for tiny a too (m ~ 2a,
- * subnormals included); 1 from a > 9.011. The sign of x is copied back, so -0.0 stays -0.0; NaN
- * stays NaN. No branches, so that loops vectorise. */
-static inline float tanh_accurate_f(float x) {
-    double a = __builtin_fabs((double)x);
-    a = a > 10.0 ? 10.0 : a; /* NaN passes through: the comparison is false */
-    double y = 2.0 * a;
-    /* n = round(y / ln2), read back from the low bits of 1.5 * 2^52 + y / ln2 as well (a
-     * double -> int64 conversion would not vectorise without AVX-512) */
-    union { double value; int64_t bits; } shifted = {y * 1.4426950408889634 + 6755399441055744.0};
-    double n = shifted.value - 6755399441055744.0;
-    double r = (y - n * 0.693147180369123816490) - n * 1.90821492927058770002e-10;
-    double p = 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * (r * r) + r; /* expm1(r) */
-    union { int64_t bits; double value; } scale = {(shifted.bits - 0x4338000000000000LL + 1023)
-                                                    << 52}; /* 2^n */
-    double m = scale.value * p + (scale.value - 1.0);
-    return __builtin_copysignf((float)(m / (m + 2.0)), x);
-}
 
 /* Gate arithmetic of one batch row (restrict parameters let the compiler vectorise over j). */
 static __attribute__((noinline)) void lstm_row_forward(
@@ -350,112 +317,4 @@ void recurrl_gru_backward(int T, int B, int H, const float *act, const float *ga
             for (int j = 0; j < H; j++) dh[b * H + j] = scratch[b * H + j] * k;
         }
     }
-}
-
-/* y[n] = tanh(x[n]) (tanh_accurate_f); x and y must not overlap. */
-void recurrl_tanh(int n, const float *restrict x, float *restrict y) {
-    for (int i = 0; i < n; i++) y[i] = tanh_accurate_f(x[i]);
-}
-
-/* Whether this build's recurrl_tanh is fast: it needs 4 doubles a vector (measured, AMD EPYC
- * Zen 5, 16,384 elements: AVX-512 build 10 us, AVX2 18, SSE2 51; torch.tanh 36). */
-int recurrl_tanh_is_fast(void) {
-#if defined(__AVX2__) || defined(__AVX512F__)
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-/* out[N, M] = w[M, N]^T (both contiguous). */
-void recurrl_transpose(int M, int N, const float *w, float *out) { transpose(M, N, w, out); }
-
-/* Dense layers for MLPs (recurrl/nn/native/mlp.py). act: 0 identity, 1 tanh (tanh_accurate_f,
- * as recurrl_tanh), 2 relu. Every output element is bias + sum over k in order, so a row's result
- * does not depend on how many rows a call has (acting and training agree bit for bit). */
-static __attribute__((noinline)) void activate(int n, int act, float *restrict y) {
-    if (act == 1)
-        for (int i = 0; i < n; i++) y[i] = tanh_accurate_f(y[i]);
-    else if (act == 2)
-        for (int i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-}
-
-/* y[M, N] = act(x[M, K] @ wt[K, N] + bias[N]); wt = W^T of the layer's W [N, K]. */
-void recurrl_linear_forward(int M, int K, int N, int act, const float *x, const float *wt,
-                            const float *bias, float *y) {
-    for (int m = 0; m < M; m++) memcpy(y + (size_t)m * N, bias, sizeof(float) * N);
-    gemm_acc(M, K, N, x, K, wt, N, y, N);
-    activate(M * N, act, y);
-}
-
-/* Backward of recurrl_linear_forward given its output y and dy [M, N]:
- *   dz [M, N] out: dy * act'(y); scratch [N, M]: dz^T;
- *   dw [N, K] = dz^T @ x; db [N] = column sums of dz; dx [M, K] = dz @ w (w = W [N, K]),
- *   skipped where dx is NULL. */
-void recurrl_linear_backward(int M, int K, int N, int act, const float *x, const float *y,
-                             const float *w, const float *dy, float *dz, float *dw, float *db,
-                             float *dx, float *scratch) {
-    const size_t n_out = (size_t)M * N;
-    if (act == 1)
-        for (size_t i = 0; i < n_out; i++) dz[i] = dy[i] * (1.0f - y[i] * y[i]);
-    else if (act == 2)
-        for (size_t i = 0; i < n_out; i++) dz[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-    else
-        memcpy(dz, dy, sizeof(float) * n_out);
-    memset(db, 0, sizeof(float) * N);
-    for (int m = 0; m < M; m++) {
-        const float *row = dz + (size_t)m * N;
-        for (int n = 0; n < N; n++) db[n] += row[n];
-    }
-    transpose(M, N, dz, scratch);
-    memset(dw, 0, sizeof(float) * (size_t)N * K);
-    gemm_acc(N, M, K, scratch, M, x, K, dw, K);
-    if (dx != NULL) {
-        memset(dx, 0, sizeof(float) * (size_t)M * K);
-        gemm_acc(M, N, K, dz, N, w, K, dx, K);
-    }
-}
-
-/* A straight-line program of acting steps (recurrl/nn/native/program.py): one call for a whole
- * policy step instead of one per layer. ints holds each op's code and sizes, ptrs the addresses
- * its arrays have, in the order below; each op computes exactly what the function it names does.
- *   1 LINEAR  M K N act | x wt bias y                        (recurrl_linear_forward)
- *   2 LSTM    B I H     | x wih_t bias h c keep whh_t h_out c_out gates scratch
- *                         gates = bias + x @ wih_t (as recurrl_linear_forward), then
- *                         recurrl_lstm_forward(1, B, H, 1, gates, h, c, keep, whh_t, ...)
- *   3 GRU     B I H     | x wih_t bias_ih h keep whh_t bias_hh h_out gates gates_hn scratch
- *   4 KEEP    B         | episode_start keep      keep = 1 - episode_start (the reset mask) */
-void recurrl_program(int n_ops, const int *ints, const int64_t *ptrs) {
-#define P(i) ((float *)(intptr_t)ptrs[i])
-    for (int op = 0; op < n_ops; op++) {
-        const int code = ints[0];
-        if (code == 1) {
-            recurrl_linear_forward(ints[1], ints[2], ints[3], ints[4], P(0), P(1), P(2), P(3));
-            ints += 5;
-            ptrs += 4;
-        } else if (code == 2 || code == 3) {
-            const int B = ints[1], I = ints[2], H = ints[3], G = (code == 2 ? 4 : 3) * H;
-            float *gates = code == 2 ? P(9) : P(8);
-            recurrl_linear_forward(B, I, G, 0, P(0), P(1), P(2), gates);
-            if (code == 2) {
-                recurrl_lstm_forward(1, B, H, 1, gates, P(3), P(4), P(5), P(6), P(7), P(8),
-                                     P(10));
-                ptrs += 11;
-            } else {
-                recurrl_gru_forward(1, B, H, 1, gates, P(3), P(4), P(5), P(6), P(7), P(9),
-                                    P(10));
-                ptrs += 11;
-            }
-            ints += 4;
-        } else if (code == 4) {
-            const float *start = P(0);
-            float *keep = P(1);
-            for (int b = 0; b < ints[1]; b++) keep[b] = 1.0f - start[b];
-            ints += 2;
-            ptrs += 2;
-        } else {
-            return; /* unknown op: the Python side builds only the codes above */
-        }
-    }
-#undef P
 }

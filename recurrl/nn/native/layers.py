@@ -2,10 +2,14 @@
 
 Same arguments and results as :mod:`recurrl.nn.reference` (the definition;
 ``tests/test_nn_native.py`` holds them equal). Python does what covers the whole sequence in one
-product each (input projection; ``dx``, ``dW_ih``, ``dW_hh`` and bias gradients, through
-:mod:`recurrl.nn.matmul`); one kernel call runs every step's recurrent product and gate
-arithmetic, forward or backward. Only float32 on CPU; :func:`supports` says whether a call can
-use them.
+product each (input projection; ``dx``, ``dW_ih``, ``dW_hh`` and bias gradients); one kernel call
+runs every step's recurrent product and gate arithmetic, forward or backward. Only float32 on
+CPU; :func:`supports` says whether a call can use them. Every kernel call goes through
+:func:`recurrl.nn.native.build.call`, which checks each tensor before its pointer is passed.
+
+:func:`lstm_step` / :func:`gru_step` make the same forward kernel call for one acting step with
+only what one step needs (the layer functions spend ~20 us per call on autograd checks and
+buffers around a ~9 us kernel call).
 """
 
 from __future__ import annotations
@@ -15,11 +19,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from recurrl.nn.fused.common import column_sums, projection_grads, shifted_state
-from recurrl.nn.matmul import linear, weight_grad
 from recurrl.nn.native import frozen
-from recurrl.nn.native.build import library
-from recurrl.nn.native.frozen import _cached, frozen_weights  # noqa: F401 (re-exported)
-from recurrl.nn.native.ops import transpose
+from recurrl.nn.native.build import call, library
+from recurrl.nn.native.frozen import _cached
 
 
 def supports(x: Tensor) -> bool:
@@ -27,21 +29,51 @@ def supports(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
 
 
-def _pointers(*tensors: Tensor) -> list[int]:
-    """Data pointers; the caller must hold every tensor until the kernel returns."""
-    return [tensor.data_ptr() for tensor in tensors]
-
-
-def _recurrent_weight(weight: Tensor) -> tuple[int, Tensor]:
-    """``(transposed, W)`` for a forward kernel: ``W_hh^T`` cached inside
-    :func:`frozen_weights`, else ``W_hh`` for the kernel to transpose."""
+def _recurrent_weight(weight: Tensor) -> tuple[int, Tensor, tuple[int, int]]:
+    """``(transposed, W, shape)`` for a forward kernel: ``W_hh^T`` ``[H, G]`` cached inside
+    :func:`~recurrl.nn.native.frozen.frozen_weights`, else ``W_hh`` ``[G, H]`` for the kernel to
+    transpose into its scratch."""
     if not frozen.active():
-        return 0, weight.contiguous()
-    return 1, frozen.transposed(weight)
+        weight = weight.detach().contiguous()
+        return 0, weight, tuple(weight.shape)
+    weight_t = frozen.transposed(weight)
+    return 1, weight_t, tuple(weight_t.shape)
 
 
 def _flat_keep(keep: Tensor) -> Tensor:
     return keep.reshape(keep.shape[0], keep.shape[1]).contiguous()  # (T, B)
+
+
+def _input_gates(x: Tensor, weight_ih: Tensor, bias: Tensor) -> Tensor:
+    """``x[T*B, I] @ W_ih^T + bias`` -> ``[T*B, G]``, contiguous (the kernels overwrite it)."""
+    return torch.addmm(bias.detach(), x, weight_ih.detach().t())
+
+
+def _lstm_forward(x, h0, c0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
+    """``(y, c_all, activations)`` of an LSTM layer (every step's ``h``, ``c`` and gates)."""
+    steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
+    bias = _cached("bias", torch.add, bias_ih, bias_hh)
+    gates = _input_gates(x.reshape(steps * batch, -1), weight_ih, bias)  # (T*B, 4H)
+    transposed, weight, weight_shape = _recurrent_weight(weight_hh)
+    y = x.new_empty(steps, batch, hidden)
+    c_all = torch.empty_like(y)
+    scratch_size = batch * hidden + (0 if transposed else 4 * hidden * hidden)
+    state = (batch, hidden)
+    call(
+        "recurrl_lstm_forward",
+        (steps, batch, hidden, transposed),
+        (
+            ("gates", gates, (steps * batch, 4 * hidden)),
+            ("h0", h0.detach().contiguous(), state),
+            ("c0", c0.detach().contiguous(), state),
+            ("keep", _flat_keep(keep), (steps, batch)),
+            ("weight_hh", weight, weight_shape),
+            ("y", y, (steps, batch, hidden)),
+            ("c_all", c_all, (steps, batch, hidden)),
+            ("scratch", x.new_empty(scratch_size), (scratch_size,)),
+        ),
+    )
+    return y, c_all, gates
 
 
 class NativeLSTMFunction(torch.autograd.Function):
@@ -49,23 +81,7 @@ class NativeLSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
-        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
-        bias = _cached("bias", torch.add, bias_ih, bias_hh)
-        gates = linear(x.flatten(0, 1), weight_ih, bias).contiguous()  # (T*B, 4H)
-        h0, c0, keep_2d = h0.contiguous(), c0.contiguous(), _flat_keep(keep)
-        y = x.new_empty(steps, batch, hidden)
-        c_all = torch.empty_like(y)
-        scratch = x.new_empty(batch * hidden + 4 * hidden * hidden)
-        transposed, weight = _recurrent_weight(weight_hh)
-        library().recurrl_lstm_forward(
-            steps,
-            batch,
-            hidden,
-            transposed,
-            *_pointers(gates, h0, c0, keep_2d, weight, y, c_all, scratch),
-        )
-        if ctx is None:  # called by native_lstm_layer without autograd: views will do
-            return y, y[-1], c_all[-1]
+        y, c_all, gates = _lstm_forward(x, h0, c0, keep, weight_ih, weight_hh, bias_ih, bias_hh)
         ctx.save_for_backward(x, y, c_all, gates, h0, c0, keep, weight_ih, weight_hh)
         return y, y[-1].clone(), c_all[-1].clone()
 
@@ -76,18 +92,52 @@ class NativeLSTMFunction(torch.autograd.Function):
         steps, batch, hidden = y.shape
         dh, dc = dh_last.contiguous().clone(), dc_last.contiguous().clone()
         dgates = act.new_empty(steps * batch, 4 * hidden)
-        scratch = y.new_empty(batch, hidden)
-        keep_2d, weight_hh, dy = _flat_keep(keep), weight_hh.contiguous(), dy.contiguous()
-        library().recurrl_lstm_backward(
-            steps,
-            batch,
-            hidden,
-            *_pointers(act, c_all, c0, keep_2d, weight_hh, dy, dh, dc, dgates, scratch),
+        sequence, state = (steps, batch, hidden), (batch, hidden)
+        call(
+            "recurrl_lstm_backward",
+            (steps, batch, hidden),
+            (
+                ("act", act, (steps * batch, 4 * hidden)),
+                ("c_all", c_all, sequence),
+                ("c0", c0.contiguous(), state),
+                ("keep", _flat_keep(keep), (steps, batch)),
+                ("weight_hh", weight_hh.contiguous(), (4 * hidden, hidden)),
+                ("dy", dy.contiguous(), sequence),
+                ("dh", dh, state),
+                ("dc", dc, state),
+                ("dgates", dgates, (steps * batch, 4 * hidden)),
+                ("scratch", y.new_empty(state), state),
+            ),
         )
         dx, dweight_ih, dbias = projection_grads(ctx.needs_input_grad[0], dgates, x, weight_ih)
         h_prev = shifted_state(h0, y, keep).flatten(0, 1)  # (T*B, H)
-        dweight_hh = weight_grad(dgates, h_prev, transpose)  # (4H, H)
+        dweight_hh = dgates.t() @ h_prev  # (4H, H)
         return dx, dh, dc, None, dweight_ih, dweight_hh, dbias, dbias
+
+
+def _gru_forward(x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
+    """``(y, gates_hn, activations)`` of a GRU layer."""
+    steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
+    gates = _input_gates(x.reshape(steps * batch, -1), weight_ih, bias_ih)  # (T*B, 3H)
+    transposed, weight, weight_shape = _recurrent_weight(weight_hh)
+    y = x.new_empty(steps, batch, hidden)
+    gates_hn = torch.empty_like(y)
+    scratch_size = 4 * batch * hidden + (0 if transposed else 3 * hidden * hidden)
+    call(
+        "recurrl_gru_forward",
+        (steps, batch, hidden, transposed),
+        (
+            ("gates", gates, (steps * batch, 3 * hidden)),
+            ("h0", h0.detach().contiguous(), (batch, hidden)),
+            ("keep", _flat_keep(keep), (steps, batch)),
+            ("weight_hh", weight, weight_shape),
+            ("bias_hh", bias_hh.detach().contiguous(), (3 * hidden,)),
+            ("y", y, (steps, batch, hidden)),
+            ("gates_hn", gates_hn, (steps, batch, hidden)),
+            ("scratch", x.new_empty(scratch_size), (scratch_size,)),
+        ),
+    )
+    return y, gates_hn, gates
 
 
 class NativeGRUFunction(torch.autograd.Function):
@@ -95,22 +145,7 @@ class NativeGRUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
-        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[-1]
-        gates = linear(x.flatten(0, 1), weight_ih, bias_ih).contiguous()  # (T*B, 3H)
-        h0, keep_2d, bias_hh = h0.contiguous(), _flat_keep(keep), bias_hh.contiguous()
-        transposed, weight = _recurrent_weight(weight_hh)
-        y = x.new_empty(steps, batch, hidden)
-        gates_hn = torch.empty_like(y)
-        scratch = x.new_empty(4 * batch * hidden + 3 * hidden * hidden)
-        library().recurrl_gru_forward(
-            steps,
-            batch,
-            hidden,
-            transposed,
-            *_pointers(gates, h0, keep_2d, weight, bias_hh, y, gates_hn, scratch),
-        )
-        if ctx is None:  # called by native_gru_layer without autograd: a view will do
-            return y, y[-1]
+        y, gates_hn, gates = _gru_forward(x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh)
         ctx.save_for_backward(x, y, gates, gates_hn, h0, keep, weight_ih, weight_hh)
         return y, y[-1].clone()
 
@@ -123,17 +158,25 @@ class NativeGRUFunction(torch.autograd.Function):
         dh = dh_last.contiguous().clone()
         dgates_x = act.new_empty(steps * batch, 3 * hidden)
         dgates_h = torch.empty_like(dgates_x)
-        scratch = y.new_empty(batch, hidden)
-        keep_2d, weight_hh, dy = _flat_keep(keep), weight_hh.contiguous(), dy.contiguous()
-        library().recurrl_gru_backward(
-            steps,
-            batch,
-            hidden,
-            *_pointers(act, gates_hn, keep_2d, h_prev, weight_hh, dy),
-            *_pointers(dh, dgates_x, dgates_h, scratch),
+        sequence, state = (steps, batch, hidden), (batch, hidden)
+        call(
+            "recurrl_gru_backward",
+            (steps, batch, hidden),
+            (
+                ("act", act, (steps * batch, 3 * hidden)),
+                ("gates_hn", gates_hn, sequence),
+                ("keep", _flat_keep(keep), (steps, batch)),
+                ("h_prev", h_prev, sequence),
+                ("weight_hh", weight_hh.contiguous(), (3 * hidden, hidden)),
+                ("dy", dy.contiguous(), sequence),
+                ("dh", dh, state),
+                ("dgates_x", dgates_x, (steps * batch, 3 * hidden)),
+                ("dgates_h", dgates_h, (steps * batch, 3 * hidden)),
+                ("scratch", y.new_empty(state), state),
+            ),
         )
         dx, dweight_ih, dbias_ih = projection_grads(ctx.needs_input_grad[0], dgates_x, x, weight_ih)
-        dweight_hh = weight_grad(dgates_h, h_prev.flatten(0, 1), transpose)  # (3H, H)
+        dweight_hh = dgates_h.t() @ h_prev.flatten(0, 1)  # (3H, H)
         return dx, dh, None, dweight_ih, dweight_hh, dbias_ih, column_sums(dgates_h)
 
 
@@ -156,7 +199,8 @@ def native_lstm_layer(
     if _needs_autograd(inputs):
         return NativeLSTMFunction.apply(*inputs)
     with torch.no_grad():
-        return NativeLSTMFunction.forward(None, *inputs)
+        y, c_all, _ = _lstm_forward(*inputs)
+        return y, y[-1], c_all[-1]
 
 
 def native_gru_layer(
@@ -173,4 +217,35 @@ def native_gru_layer(
     if _needs_autograd(inputs):
         return NativeGRUFunction.apply(*inputs)
     with torch.no_grad():
-        return NativeGRUFunction.forward(None, *inputs)
+        y, _, _ = _gru_forward(*inputs)
+        return y, y[-1]
+
+
+def lstm_step(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    keep: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """``(h', c')`` after one step of rows ``x[B, I]`` from ``h, c [B, H]``; ``keep[B]`` is 0
+    where the state resets first. Float32 on CPU, no gradient."""
+    y, c_all, _ = _lstm_forward(x[None], h, c, keep[None], weight_ih, weight_hh, bias_ih, bias_hh)
+    return y[0], c_all[0]
+
+
+def gru_step(
+    x: Tensor,
+    h: Tensor,
+    keep: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+) -> Tensor:
+    """``h'`` after one GRU step; arguments as :func:`lstm_step`."""
+    y, _, _ = _gru_forward(x[None], h, keep[None], weight_ih, weight_hh, bias_ih, bias_hh)
+    return y[0]
