@@ -100,7 +100,8 @@ class PPOConfig:
     anneal_lr: bool = True
     """Linearly anneal the learning rate to 0 over ``total_steps``. A resumed run given another
     ``total_steps`` anneals from the rate it had at the resumed step to 0 at the new end (no jump
-    back up; a finished run's rate is 0 there), or from a new ``learning_rate`` if one is given."""
+    back up), or from a new ``learning_rate`` if one is given; a finished run's rate is 0, so
+    training it further needs a new ``learning_rate``."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
