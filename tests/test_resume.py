@@ -146,7 +146,8 @@ def test_resume_restarts_envs_without_state_and_continues(
     # Finished: resuming again is refused until total_steps grows.
     assert main(["train", "--resume", str(run_dir)]) == 2
     assert "already trained 512" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run_dir), "ppo.total_steps=640", "--quiet"]) == 0
+    more = ["ppo.total_steps=640", "ppo.learning_rate=1e-4", "--quiet"]
+    assert main(["train", "--resume", str(run_dir), *more]) == 0
 
 
 def test_resume_refuses_changed_env_policy_and_spaces(tiny_overrides, tmp_path, capsys):
@@ -159,7 +160,7 @@ def test_resume_refuses_changed_env_policy_and_spaces(tiny_overrides, tmp_path, 
     payload["observation_space"]["shape"] = [3]
     payload["observation_space"]["low"] = [-1.0] * 3
     payload["observation_space"]["high"] = [1.0] * 3
-    config = resume_config(run_dir, payload, ["ppo.total_steps=1024"])
+    config = resume_config(run_dir, payload, ["ppo.total_steps=1024", "ppo.learning_rate=1e-4"])
     with pytest.raises(CheckpointError, match="observation space .* checkpoint was trained on"):
         Trainer(config, quiet=True, resume=payload)
     write_checkpoint(tmp_path / "other.pt", payload)
