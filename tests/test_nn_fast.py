@@ -183,6 +183,9 @@ def test_matmul_helpers_agree_with_torch():
     torch.testing.assert_close(matmul.linear(x, weight.t().t()), x @ weight.t(), **close)
     torch.testing.assert_close(matmul.linear_add(x, weight, other), other + x @ weight.t(), **close)
     torch.testing.assert_close(matmul.weight_grad(other, x), other.t() @ x, **close)
+    wide = torch.randn(7, matmul.SMALL_K + 3)  # the other formulation
+    torch.testing.assert_close(matmul.weight_grad(other, wide), other.t() @ wide, **close)
+    assert matmul.weight_grad(other, x).is_contiguous()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -127,7 +127,7 @@ def run_sb3(
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    import recurrl  # noqa: F401  (registers recurrl/* ids)
+    import recurrl.envs  # noqa: F401  (registers the recurrl/* ids)
 
     if threads:
         torch.set_num_threads(threads)

@@ -222,8 +222,15 @@ def library() -> ctypes.CDLL | None:
     if variant is None:
         _reason = why
         return None
-    path = build(variant)
+    path, reasons = None, []
+    for candidate in dict.fromkeys([variant, "portable"]):  # a compiler without AVX-512, say
+        path = build(candidate)
+        if path is not None:
+            variant, _reason = candidate, None
+            break
+        reasons.append(_reason)
     if path is None:
+        _reason = "; ".join(reasons)
         return None
     try:
         loaded = ctypes.CDLL(str(path))

@@ -8,8 +8,8 @@ CPU; :func:`supports` says whether a call can use them. Every kernel call goes t
 :func:`recurrl.nn.native.build.call`, which checks each tensor before its pointer is passed.
 
 :func:`lstm_step` / :func:`gru_step` make the same forward kernel call for one acting step with
-only what one step needs (the layer functions spend ~20 us per call on autograd checks and
-buffers around a ~9 us kernel call).
+only what one step needs (measured, acting with 8 envs and LSTM 128: 47 instead of 69 us per
+core step, around a 13 us kernel call).
 """
 
 from __future__ import annotations
@@ -232,9 +232,29 @@ def lstm_step(
     bias_hh: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """``(h', c')`` after one step of rows ``x[B, I]`` from ``h, c [B, H]``; ``keep[B]`` is 0
-    where the state resets first. Float32 on CPU, no gradient."""
-    y, c_all, _ = _lstm_forward(x[None], h, c, keep[None], weight_ih, weight_hh, bias_ih, bias_hh)
-    return y[0], c_all[0]
+    where the state resets first. Float32 on CPU, contiguous, no gradient recorded."""
+    batch, hidden = h.shape
+    bias = _cached("bias", torch.add, bias_ih, bias_hh)
+    gates = torch.addmm(bias, x, weight_ih.t())  # (B, 4H); the kernel overwrites it
+    transposed, weight, weight_shape = _recurrent_weight(weight_hh)
+    h_out, c_out = h.new_empty(batch, hidden), c.new_empty(batch, hidden)
+    scratch = h.new_empty(batch * hidden + (0 if transposed else 4 * hidden * hidden))
+    state = (batch, hidden)
+    call(
+        "recurrl_lstm_forward",
+        (1, batch, hidden, transposed),
+        (
+            ("gates", gates, (batch, 4 * hidden)),
+            ("h0", h, state),
+            ("c0", c, state),
+            ("keep", keep, (batch,)),
+            ("weight_hh", weight, weight_shape),
+            ("y", h_out, state),
+            ("c_all", c_out, state),
+            ("scratch", scratch, scratch.shape),
+        ),
+    )
+    return h_out, c_out
 
 
 def gru_step(
@@ -247,5 +267,24 @@ def gru_step(
     bias_hh: Tensor,
 ) -> Tensor:
     """``h'`` after one GRU step; arguments as :func:`lstm_step`."""
-    y, _, _ = _gru_forward(x[None], h, keep[None], weight_ih, weight_hh, bias_ih, bias_hh)
-    return y[0]
+    batch, hidden = h.shape
+    gates = torch.addmm(bias_ih, x, weight_ih.t())  # (B, 3H)
+    transposed, weight, weight_shape = _recurrent_weight(weight_hh)
+    h_out, gates_hn = h.new_empty(batch, hidden), h.new_empty(batch, hidden)
+    scratch = h.new_empty(4 * batch * hidden + (0 if transposed else 3 * hidden * hidden))
+    state = (batch, hidden)
+    call(
+        "recurrl_gru_forward",
+        (1, batch, hidden, transposed),
+        (
+            ("gates", gates, (batch, 3 * hidden)),
+            ("h0", h, state),
+            ("keep", keep, (batch,)),
+            ("weight_hh", weight, weight_shape),
+            ("bias_hh", bias_hh, (3 * hidden,)),
+            ("y", h_out, state),
+            ("gates_hn", gates_hn, state),
+            ("scratch", scratch, scratch.shape),
+        ),
+    )
+    return h_out
