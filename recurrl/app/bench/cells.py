@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from recurrl.app.cli import plain_text
 from recurrl.nn import GRU, LSTM, native
 from recurrl.nn.cores import resolve_impl
 
@@ -217,7 +218,7 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="recurrl bench cells", description=__doc__.split("\n\n")[0]
+        prog="recurrl bench cells", description=plain_text(__doc__.split("\n\n")[0])
     )
     default_shapes = ",".join("x".join(map(str, shape)) for shape in SHAPES)
     parser.add_argument(

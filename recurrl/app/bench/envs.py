@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from recurrl import envs
+from recurrl.app.cli import plain_text
 
 SUITE = [
     env_id.split("/")[1][:-3] for env_id in envs.ENVIRONMENTS if gym.spec(env_id).vector_entry_point
@@ -110,7 +111,7 @@ def print_table(results: list[dict[str, Any]], sizes: list[int], sync_envs: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recurrl.app.bench.envs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="recurrl bench envs", description=plain_text(__doc__))
     parser.add_argument("--out", help="write the results as JSON to this file")
     parser.add_argument("--envs", default=",".join(SUITE), help="comma-separated env names")
     parser.add_argument("--sizes", default="1,256,4096", help="num_envs values, comma-separated")

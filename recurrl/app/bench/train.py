@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recurrl.app.cli import plain_text
+
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, torch version and GPU (if any), for the table header."""
@@ -190,7 +192,7 @@ def _format(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recurrl bench train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="recurrl bench train", description=plain_text(__doc__))
     parser.add_argument("--env", default="recurrl/CartPoleNoVelocity-v0")
     parser.add_argument("--steps", type=int, default=32_768, help="timed steps per run")
     parser.add_argument("--device", default="cpu")
