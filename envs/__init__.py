@@ -22,10 +22,13 @@ from typing import Any
 from gymnasium.envs.registration import register, registry
 
 ENVIRONMENTS: dict[str, dict[str, Any]] = {
-    # id -> facts shown by `recurrl envs`. Returns are per episode at the default difficulty.
+    # id -> facts shown by `recurrl envs`. Returns are per episode at the default difficulty;
+    # "difficulty" holds the knobs (env kwargs) and their defaults, "difficulty_bounds" the
+    # values each task's constructor accepts (it raises ValueError outside them).
     "recurrl/CartPoleNoVelocity-v0": {
         "memory": "infer velocity from 2+ positions",
         "difficulty": {},
+        "difficulty_bounds": {},
         "optimal_return": 500.0,
         "memoryless_return": "~50 (reported by sb3-contrib)",
         "description": "CartPole-v1 observing cart position and pole angle only.",
@@ -33,6 +36,7 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/PendulumNoVelocity-v0": {
         "memory": "infer angular velocity",
         "difficulty": {},
+        "difficulty_bounds": {},
         "optimal_return": -150.0,
         "memoryless_return": "well below",
         "description": "Pendulum-v1 observing cos and sin of the angle only.",
@@ -40,6 +44,10 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/TMaze-v0": {
         "memory": "hold 1 bit over a long delay",
         "difficulty": {"length": 20, "time_budget": None},
+        "difficulty_bounds": {
+            "length": ">= 1",
+            "time_budget": ">= length + 1; None = 2 * (length + 1)",
+        },
         "optimal_return": 1.0,
         "memoryless_return": 0.0,
         "episode_steps": "length + 1 (optimal), at most time_budget = 2 * (length + 1)",
@@ -48,6 +56,7 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/CueRecall-v0": {
         "memory": "hold num_bits bits through noise",
         "difficulty": {"num_bits": 4, "delay": 10},
+        "difficulty_bounds": {"num_bits": "1 to 64", "delay": ">= 0"},
         "optimal_return": 1.0,
         "memoryless_return": 0.0,
         "episode_steps": "delay + 2",
@@ -56,6 +65,7 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/RepeatPrevious-v0": {
         "memory": "sliding window of the last lag",
         "difficulty": {"num_symbols": 4, "lag": 3, "length": 32},
+        "difficulty_bounds": {"num_symbols": ">= 2", "lag": ">= 1", "length": "> lag"},
         "optimal_return": 1.0,
         "memoryless_return": -0.5,  # 2 / num_symbols - 1
         "episode_steps": "length",
@@ -64,6 +74,7 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/SequenceRecall-v0": {
         "memory": "ordered sequence of symbols",
         "difficulty": {"length": 5, "num_symbols": 4},
+        "difficulty_bounds": {"length": ">= 1", "num_symbols": ">= 2"},
         "optimal_return": 1.0,
         "memoryless_return": -0.5,  # 2 / num_symbols - 1
         "episode_steps": "2 * length",
@@ -72,6 +83,12 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/MemoryGrid-v0": {
         "memory": "visual cue across navigation",
         "difficulty": {"length": 6, "view": 5, "num_colors": 2, "time_budget": None},
+        "difficulty_bounds": {
+            "length": ">= max(1, view - 3)",
+            "view": "odd, >= 3",
+            "num_colors": ">= 2",
+            "time_budget": ">= 1; None = 8 * (length + 2)",
+        },
         "optimal_return": 1.0,
         "memoryless_return": 0.0,
         "episode_steps": "length + 2 (optimal), at most time_budget = 8 * (length + 2)",
@@ -80,6 +97,11 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/Bandit-v0": {
         "memory": "learn arm values (meta-RL)",
         "difficulty": {"num_arms": 5, "horizon": 100, "observe_previous": True},
+        "difficulty_bounds": {
+            "num_arms": ">= 2",
+            "horizon": ">= 1",
+            "observe_previous": "true or false",
+        },
         "optimal_return": 0.833,  # oracle arm: num_arms / (num_arms + 1)
         "memoryless_return": 0.68,  # win-stay lose-shift, measured; random policy 0.5
         "episode_steps": "horizon",
@@ -88,6 +110,11 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "recurrl/PointRecall-v0": {
         "memory": "continuous goal, reached blind",
         "difficulty": {"delay": 0, "travel_steps": 12, "max_speed": 0.1},
+        "difficulty_bounds": {
+            "delay": ">= 0",
+            "travel_steps": "travel_steps * max_speed >= 0.9",
+            "max_speed": "> 0",
+        },
         "optimal_return": 1.0,
         "memoryless_return": 0.0,
         "episode_steps": "1 + delay + travel_steps",

@@ -31,6 +31,11 @@ Exact resume: ``get_state()`` on either class returns the whole state (every tas
 copies' keys and episode counters, ``elapsed``, whether the copies are keyed, and the
 ``np_random`` stream) as numpy arrays and plain data; ``set_state`` on a new env made with the
 same arguments continues exactly where the first left off (``recurrl``'s ``StatefulVectorEnv``).
+
+Rendering: a task that can draw itself implements :meth:`Task.render`, and its single env lists
+``"rgb_array"`` in ``metadata["render_modes"]``; ``gymnasium.make(id, render_mode="rgb_array")``
+then returns ``[H, W, 3]`` uint8 pictures from ``render()``. Drawing reads the task's arrays
+only: it draws no random numbers and changes nothing.
 """
 
 from __future__ import annotations
@@ -154,6 +159,10 @@ class Task:
         """Current observations of copies ``rows``: a new array ``[len(rows), *obs_shape]``."""
         raise NotImplementedError
 
+    def render(self, row: int) -> np.ndarray:
+        """A picture of copy ``row``: ``[H, W, 3]`` uint8, the same size at every step."""
+        raise NotImplementedError(f"{type(self).__name__} draws no pictures")
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """Advance every copy by one step (and ``elapsed`` by one).
 
@@ -170,13 +179,19 @@ class Task:
 class TaskEnv(gym.Env):
     """One copy of a :class:`Task` as a ``gymnasium.Env``; subclasses set ``task_class``.
 
-    Keyword arguments go to the task (its difficulty knobs).
+    Args:
+        render_mode: ``"rgb_array"`` where ``metadata["render_modes"]`` lists it, else None.
+        **kwargs: the task's difficulty knobs.
     """
 
     task_class: type[Task]
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            modes = self.metadata["render_modes"] or "none"
+            raise ValueError(f"render_mode {render_mode!r} is not one of this env's: {modes}")
+        self.render_mode = render_mode
         self.task = self.task_class(num_envs=1, **kwargs)
         self.observation_space = self.task.observation_space
         self.action_space = self.task.action_space
@@ -199,6 +214,13 @@ class TaskEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated = self.task.step(np.asarray(action)[None])
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+    def render(self) -> np.ndarray | None:
+        """The current picture ``[H, W, 3]`` uint8 with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array":
+            gym.logger.warn("render() called without render_mode='rgb_array': nothing to draw")
+            return None
+        return self.task.render(0)
 
     def get_state(self) -> dict[str, Any]:
         """Everything :meth:`set_state` needs to continue exactly from here (numpy and plain
@@ -309,6 +331,26 @@ def _set_env_state(env: gym.Env | gym.vector.VectorEnv, task: Task, state: dict)
         generator.bit_generator.state = state["np_random"]
         env._np_random = generator
     env._np_random_seed = state["np_random_seed"]
+
+
+GRID_LINE = (40, 40, 40)
+
+
+def grid_picture(colours: np.ndarray, cell: int = 16) -> np.ndarray:
+    """A picture ``[H * cell, W * cell, 3]`` uint8 of a grid of cell colours ``[H, W, 3]``,
+    each cell framed by a dark line at its right and bottom edge."""
+    image = np.asarray(colours, dtype=np.uint8).repeat(cell, axis=0).repeat(cell, axis=1)
+    image[cell - 1 :: cell] = GRID_LINE
+    image[:, cell - 1 :: cell] = GRID_LINE
+    return image
+
+
+def paint_disc(image: np.ndarray, row: int, col: int, colour: tuple, cell: int = 16) -> None:
+    """Paint a filled disc of ``colour`` into grid cell ``(row, col)`` of ``image``."""
+    y, x = np.ogrid[:cell, :cell]
+    centre, radius = (cell - 2) / 2, (cell - 2) / 2 - 1.5
+    inside = (y - centre) ** 2 + (x - centre) ** 2 <= radius**2  # (cell, cell)
+    image[row * cell : (row + 1) * cell, col * cell : (col + 1) * cell][inside] = colour
 
 
 def _raise_mmap_threshold(nbytes: int) -> None:

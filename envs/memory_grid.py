@@ -5,12 +5,27 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import (
+    EPISODE_STREAM,
+    Task,
+    TaskEnv,
+    TaskVectorEnv,
+    below,
+    draw,
+    grid_picture,
+    paint_disc,
+)
 
 OUTSIDE, FLOOR, WALL, BALL = 0, 1, 2, 3  # object types
 TYPE_LEVELS = np.array([0, 85, 170, 255], dtype=np.uint8)  # channel 0 value of each type
 MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])  # north, east, south, west: (row, col)
 START, CUE = (2, 3), (2, 1)
+
+# Picture colours (RGB): floor and wall by object type, ball colours 1, 2, ... (cycling), the
+# agent, and the frame of its egocentric view.
+TYPE_COLOURS = np.array([[0, 0, 0], [220, 220, 220], [70, 70, 70], [220, 220, 220]], np.uint8)
+BALL_COLOURS = [(220, 50, 50), (50, 170, 50), (60, 90, 230), (230, 200, 40), (180, 60, 200)]
+AGENT, VIEW_FRAME = (30, 30, 30), (250, 200, 40)
 
 
 def _layout(length: int) -> np.ndarray:
@@ -57,11 +72,14 @@ class MemoryGrid(Task):
             )
         self.length, self.view, self.num_colors = length, view, num_colors
         self.horizon = 8 * (length + 2) if time_budget is None else time_budget
+        if self.horizon < 1:
+            raise ValueError(f"MemoryGrid: time_budget must be >= 1, got {time_budget}")
         grid = _layout(length)
         cells = [tuple(c) for c in np.argwhere(grid == FLOOR)]  # walkable positions
         self._start = cells.index(START)
         self._next, self._touch = _transitions(grid, cells, length)
-        colourings = _colourings(num_colors)
+        self._grid, self._cells = grid, cells
+        self._colourings = colourings = _colourings(num_colors)
         self._num_configs = len(colourings)
         self._views = _views(grid, cells, colourings, num_colors, view)  # (configs * P, v*v*2)
         self.observation_space = spaces.Box(0, 255, (view, view, 2), dtype=np.uint8)
@@ -83,6 +101,25 @@ class MemoryGrid(Task):
     def _observe(self, config: np.ndarray, position: np.ndarray) -> np.ndarray:
         flat = self._views.take(config * self.num_positions + position, axis=0)
         return flat.reshape(len(config), self.view, self.view, 2)
+
+    def render(self, row: int, cell: int = 16) -> np.ndarray:
+        """The whole map from above, ``[5 * cell, (length + 6) * cell, 3]``: walls, floor, the
+        three balls in their colours, the agent a dark disc inside the yellow frame of what it
+        sees."""
+        image = grid_picture(TYPE_COLOURS[self._grid], cell)  # (H, W, 3)
+        junction = self._grid.shape[1] - 2
+        balls = [CUE, (1, junction), (3, junction)]
+        for (r, c), colour in zip(balls, self._colourings[self.config[row]], strict=True):
+            paint_disc(image, r, c, BALL_COLOURS[(int(colour) - 1) % len(BALL_COLOURS)], cell)
+        r, c = self._cells[int(self.position[row])]
+        paint_disc(image, r, c, AGENT, cell)
+        half = self.view // 2
+        top, left = max(0, (r - half) * cell), max(0, (c - half) * cell)
+        bottom = min(image.shape[0], (r + half + 1) * cell) - 1
+        right = min(image.shape[1], (c + half + 1) * cell) - 1
+        image[[top, top + 1, bottom - 1, bottom], left : right + 1] = VIEW_FRAME
+        image[top : bottom + 1, [left, left + 1, right - 1, right]] = VIEW_FRAME
+        return image
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         move = self.position * 4 + actions
@@ -185,12 +222,19 @@ class MemoryGridEnv(TaskEnv):
     - ``time_budget`` (``8 * (length + 2)``): steps before the episode fails (a random policy
       reaches the junction in about 13% of episodes at the defaults).
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: the whole map from above, ``[80, 16 * (length + 6), 3]``
+    uint8 (the observation is only the window framed in yellow): walls grey, floor light, the
+    balls in their colours (1 red, 2 green, 3 blue, ...), the agent a dark disc.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = MemoryGrid
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class MemoryGridVectorEnv(TaskVectorEnv):

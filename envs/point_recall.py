@@ -8,6 +8,7 @@ from gymnasium import spaces
 from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, uniform
 
 MIN_RADIUS, MAX_RADIUS = 0.4, 0.9  # goal distance from the start, keeps 1 / d0 bounded
+FLOOR, START, GOAL, AGENT = (235, 235, 235), (160, 160, 160), (80, 180, 80), (40, 90, 220)
 
 
 class PointRecall(Task):
@@ -49,6 +50,18 @@ class PointRecall(Task):
         obs[:, 2:4] = self.goal[rows]
         obs[:, 4] = 1.0
         return obs
+
+    def render(self, row: int, size: int = 160) -> np.ndarray:
+        """The square [-1, 1]^2 from above, ``[size, size, 3]``, y up: the start grey, the goal
+        green, the agent a blue disc."""
+        image = np.full((size, size, 3), FLOOR, dtype=np.uint8)
+        y, x = np.ogrid[:size, :size]
+        points = [(np.zeros(2), START, 3), (self.goal[row], GOAL, 7)]
+        points.append((self.position[row], AGENT, 5))
+        for (px, py), colour, radius in points:
+            centre_x, centre_y = (px + 1) / 2 * (size - 1), (1 - py) / 2 * (size - 1)
+            image[(x - centre_x) ** 2 + (y - centre_y) ** 2 <= radius**2] = colour
+        return image
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         moving = (self.elapsed > self.delay)[:, None]  # frozen while the goal is shown, and delay
@@ -108,12 +121,18 @@ class PointRecallEnv(TaskEnv):
     - ``travel_steps`` (12): steps to move; ``travel_steps * max_speed`` must reach 0.9.
     - ``max_speed`` (0.1): the largest step per axis.
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: the square from above, ``[160, 160, 3]`` uint8, y up: the
+    start grey, the goal green (always drawn, though the agent sees it once), the agent blue.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = PointRecall
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class PointRecallVectorEnv(TaskVectorEnv):

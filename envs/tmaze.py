@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw
+from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, grid_picture, paint_disc
 
 FORWARD, UP, DOWN = 0, 1, 2
 
 # Observation rows by situation: [cue up, cue down, at junction]; the cue is lit at t = 0 only.
 _CUE_UP, _CUE_DOWN, _CORRIDOR, _JUNCTION = 0, 1, 2, 3
 _OBSERVATIONS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]], dtype=np.float32)  # (4, 3)
+
+# Picture colours (RGB): corridor, wall, the cue lamp (lit at t = 0), goal and wrong arm, agent.
+FLOOR, WALL, LAMP = (220, 220, 220), (70, 70, 70), (250, 200, 40)
+GOAL_ARM, WRONG_ARM, AGENT = (80, 180, 80), (200, 90, 90), (40, 90, 220)
 
 
 class TMaze(Task):
@@ -41,6 +45,22 @@ class TMaze(Task):
         situation = np.where(self.position[rows] == self.length, _JUNCTION, _CORRIDOR)
         cue = self.goal[rows] - UP  # _CUE_UP or _CUE_DOWN
         return _OBSERVATIONS.take(np.where(self.elapsed[rows] == 0, cue, situation), axis=0)
+
+    def render(self, row: int, cell: int = 16) -> np.ndarray:
+        """The maze from above, ``[3 * cell, (length + 1) * cell, 3]``: the corridor in the
+        middle row, the cue lamp above or below the start while the cue shows (t = 0), the
+        cued arm green and the other red at the junction, the agent a blue disc."""
+        colours = np.empty((3, self.length + 1, 3), dtype=np.uint8)  # (rows, cells, RGB)
+        colours[:] = WALL
+        colours[1] = FLOOR
+        goal = self.goal[row]
+        colours[0, -1] = GOAL_ARM if goal == UP else WRONG_ARM
+        colours[2, -1] = GOAL_ARM if goal == DOWN else WRONG_ARM
+        if self.elapsed[row] == 0 and goal in (UP, DOWN):
+            colours[0 if goal == UP else 2, 0] = LAMP
+        image = grid_picture(colours, cell)
+        paint_disc(image, 1, int(self.position[row]), AGENT, cell)
+        return image
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         at_junction = self.position == self.length
@@ -103,12 +123,20 @@ class TMazeEnv(TaskEnv):
       steps after it was shown).
     - ``time_budget`` (``2 * (length + 1)``): steps before the episode fails.
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: the maze from above, ``[48, 16 * (length + 1), 3]`` uint8. The
+    corridor is the middle row; the yellow lamp above or below the start is the cue (lit at
+    the first step only, as the agent sees it); the cued arm is green, the other red; the agent
+    is a blue disc.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = TMaze
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class TMazeVectorEnv(TaskVectorEnv):

@@ -66,7 +66,7 @@ def test_eval_writes_a_gif_of_one_episode(tmp_path, capsys):
 
 
 def test_video_errors_name_the_problem(tmp_path, monkeypatch, capsys):
-    checkpoint_for("recurrl/TMaze-v0", tmp_path)  # renders nothing
+    checkpoint_for("recurrl/Bandit-v0", tmp_path)  # renders nothing
     assert main(["eval", str(tmp_path), "--video", str(tmp_path / "x.gif")]) == 2
     assert "cannot render frames" in capsys.readouterr().err
     frames = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2
@@ -78,3 +78,24 @@ def test_video_errors_name_the_problem(tmp_path, monkeypatch, capsys):
         VideoError, match=r"needs imageio with ffmpeg: pip install 'imageio\[ffmpeg\]'"
     ):
         write_video(frames, tmp_path / "x.mp4")
+
+
+def test_eval_video_of_a_trained_tmaze_policy(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    train = ["train", "env.id=recurrl/TMaze-v0", "env.kwargs.length=4", f"run.dir={run_dir}"]
+    train += ["env.num_envs=4", "ppo.total_steps=256", "ppo.rollout_len=32", "ppo.bptt_len=8"]
+    train += ["policy.hidden_size=8", "policy.encoder_sizes=[8]", "device=cpu", "--quiet"]
+    assert main([*train, "--eval-episodes=0"]) == 0
+    capsys.readouterr()
+    video = tmp_path / "tmaze.gif"
+    args = ["eval", str(run_dir), "--episodes", "2", "--deterministic", "--video", str(video)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"video: {video} (" in out
+    frames = int(out.split(f"video: {video} (")[1].split(" frames")[0])
+    with Image.open(video) as gif:
+        # Pillow merges identical consecutive frames (a policy bumping into a wall).
+        assert 2 <= gif.n_frames <= frames and gif.size == (16 * 5, 48)

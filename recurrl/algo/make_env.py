@@ -36,12 +36,20 @@ def resolve_env_id(env_id: str) -> str:
     """Import ``module`` of ``module:Id`` (third-party registrations), check the id exists."""
     from recurrl import envs  # noqa: F401  (registers recurrl/* ids)
 
+    module = None
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
         import_user_module(module, "env.id")
     if env_id not in gym.registry:
         guess = difflib.get_close_matches(env_id, list(gym.registry), n=1)
         hint = f" (did you mean {guess[0]}?)" if guess else ""
+        namespace = env_id.partition("/")[0] if "/" in env_id else None
+        known = {spec.namespace for spec in gym.registry.values()}
+        if module is not None:
+            hint += f"; importing module {module!r} did not register it"
+        elif namespace is None or namespace not in known:
+            # Ids such as popgym-RepeatFirstEasy-v0 exist only once their module is imported.
+            hint += f"; if a module registers it, write env.id=MODULE:{env_id}"
         raise ConfigError(f"env.id: unknown environment {env_id!r}{hint}")
     return env_id
 

@@ -53,20 +53,22 @@ def _load_run(args: argparse.Namespace):
     """``(config, checkpoint payload or None)`` from the command line."""
     from recurrl.config import load_config
 
-    overrides = list(args.overrides) + list(args.extra)
+    # The config path and the overrides in any order: the path is the first word that is not
+    # a dotted.key=value (a file whose name holds "=" is still a path); overrides keep order.
+    words = ([args.config] if args.config is not None else []) + list(args.overrides)
+    words += [w for w in args.extra if not w.startswith("-")]  # words after an option
+    paths = [i for i, w in enumerate(words) if "=" not in w or Path(w).is_file()]
+    path = words.pop(paths[0]) if paths else None
+    overrides = words + [w for w in args.extra if w.startswith("-")]  # --key=value
     if not args.resume:
-        path = args.config
-        if path is not None and "=" in path and not Path(path).is_file():
-            path, overrides = None, [path, *overrides]  # only overrides: all defaults
         return load_config(path, overrides), None
     from recurrl.run.resume import resume_checkpoint, resume_config
 
-    if args.config is not None and "=" not in args.config:
+    if path is not None:
         raise ConfigError(
-            f"--resume takes the config from the checkpoint; got {args.config!r} "
+            f"--resume takes the config from the checkpoint; got {path!r} "
             f"(pass changes as dotted.key=value)"
         )
-    overrides = ([args.config] if args.config else []) + overrides
     run_dir, payload = resume_checkpoint(args.resume)
     return resume_config(run_dir, payload, overrides), payload
 
@@ -152,7 +154,10 @@ def _eval(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from recurrl.app.plot import plot_runs
 
-    print(f"wrote {plot_runs(args.run_dirs, args.out, x=args.x)}")
+    out = plot_runs(
+        args.run_dirs, args.out, x=args.x, smoothing=args.smooth, normalize=args.normalize
+    )
+    print(f"wrote {out}")
     return 0
 
 
@@ -227,6 +232,13 @@ def _envs(args: argparse.Namespace) -> int:
             f"{env_id:<36} {str(facts.get('memory', '')):<34} "
             f"{str(facts.get('optimal_return', '')):>8}  {facts.get('memoryless_return', '')}"
         )
+        bounds = facts.get("difficulty_bounds", {})
+        for knob, default in facts.get("difficulty", {}).items():
+            print(f"    {knob:<17} {default!s:<6}  {bounds.get(knob, '')}".rstrip())
+    print(
+        "\nIndented: difficulty knobs, their defaults and the values accepted; set one with "
+        "env.kwargs.KNOB=VALUE\n(e.g. recurrl train env.id=recurrl/TMaze-v0 env.kwargs.length=40)."
+    )
     return 0
 
 
@@ -247,19 +259,37 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint or run folder")
-    evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--episodes", type=int, default=20)
-    evaluate.add_argument("--deterministic", action="store_true")
-    evaluate.add_argument("--seed", type=int, default=12345)
+    evaluate.add_argument(
+        "checkpoint", help="run folder (its checkpoints/final.pt or latest.pt) or a .pt file"
+    )
+    evaluate.add_argument(
+        "--episodes", type=int, default=20, help="episodes to evaluate (default 20)"
+    )
+    evaluate.add_argument(
+        "--deterministic", action="store_true", help="greedy actions (default: sampled)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=12345, help="seed of the evaluation envs (default 12345)"
+    )
     evaluate.add_argument("--out", help="where to write eval.json (default: the run folder)")
     evaluate.add_argument("--video", metavar="PATH", help="also record one episode (.gif, .mp4)")
     evaluate.add_argument("--fps", type=int, help="frames per second of --video (default: env's)")
     evaluate.set_defaults(func=_eval)
 
-    plot = commands.add_parser("plot", help="learning curves of run folders (mean ± std)")
+    plot = commands.add_parser(
+        "plot", help="learning curves: a panel per env, mean ± std over seeds"
+    )
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or parents")
     plot.add_argument("--out", default="curves.png", help="image file (default curves.png)")
     plot.add_argument("--x", choices=["steps", "wall"], default="steps", help="x axis")
+    plot.add_argument(
+        "--smooth", type=int, default=1, metavar="N", help="moving average over N points (1: none)"
+    )
+    plot.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        help="returns / the env's optimum (default: when the runs are on more than one env)",
+    )
     plot.set_defaults(func=_plot)
 
     suite = commands.add_parser("suite", help="run a benchmark suite over seeds, then report")
