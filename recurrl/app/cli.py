@@ -242,6 +242,22 @@ def _envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Write the policy's acting step (state explicit) and print how to call it."""
+    from recurrl.policy.export import FORMATS, ExportError, export_policy
+    from recurrl.run.checkpoints import load_policy, resolve_checkpoint_path
+
+    if args.format not in FORMATS:  # before loading anything
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    path = resolve_checkpoint_path(args.run_dir)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = Path(args.out) if args.out else run_dir / f"policy{FORMATS[args.format]}"
+    signature = export_policy(load_policy(path), out, args.format)
+    print(f"wrote {out} ({args.format}, from {path}); signature in {out}.json")
+    print(signature.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recurrl", description=plain_text(__doc__))
     commands = parser.add_subparsers(dest="command", required=True)
@@ -305,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=_keys)
     envs = commands.add_parser("envs", help="list the registered recurrl environments")
     envs.set_defaults(func=_envs)
+    export = commands.add_parser(
+        "export", help="write the policy as ONNX or TorchScript, recurrent state explicit"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="run folder or checkpoint file")
+    export.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    export.add_argument("--out", help="file to write (default RUN_DIR/policy.onnx or policy.pt)")
+    export.set_defaults(func=_export)
     bench = commands.add_parser(
         "bench", help="benchmarks: cells, train, envs (each prints a table, writes JSON)"
     )
