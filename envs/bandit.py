@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, uniform
+from .core import BLANK, EPISODE_STREAM, MARKER, Task, TaskEnv, TaskVectorEnv, draw, uniform
 
 
 class Bandit(Task):
@@ -37,6 +37,19 @@ class Bandit(Task):
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         return self._observations.take(np.zeros(len(rows), dtype=np.int64), axis=0)
+
+    def render(self, row: int, bar: int = 24, height: int = 96) -> np.ndarray:
+        """Each arm's success probability as a bar (the best arm darker), above a strip that
+        fills as the episode's ``horizon`` steps pass."""
+        image = np.full((height + 12, bar * self.num_arms, 3), BLANK, dtype=np.uint8)
+        best = int(np.argmax(self.probs[row]))
+        for arm, p in enumerate(self.probs[row]):
+            top = height - int(round(p * (height - 4)))
+            colour = (30, 120, 30) if arm == best else (90, 190, 90)
+            image[top:height, arm * bar + 3 : (arm + 1) * bar - 3] = colour
+        done = int(round(image.shape[1] * min(1.0, self.elapsed[row] / self.horizon)))
+        image[height + 4 : height + 10, :done] = MARKER
+        return image
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         p = self.probs.take(self._row_offsets + actions)  # (N,) probability of the pulled arm
@@ -97,12 +110,19 @@ class BanditEnv(TaskEnv):
     - ``horizon`` (100): pulls per episode; longer episodes reward learning more.
     - ``observe_previous`` (True): put the previous action and reward in the observation.
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: ``[108, 24 * num_arms, 3]`` uint8: each arm's success
+    probability as a green bar (the best arm darker; hidden from the agent), above a blue strip
+    that fills as the episode passes.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = Bandit
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class BanditVectorEnv(TaskVectorEnv):

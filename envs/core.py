@@ -333,7 +333,13 @@ def _set_env_state(env: gym.Env | gym.vector.VectorEnv, task: Task, state: dict)
     env._np_random_seed = state["np_random_seed"]
 
 
-GRID_LINE = (40, 40, 40)
+GRID_LINE, BLANK, ASK = (40, 40, 40), (220, 220, 220), (170, 200, 240)
+MARKER, TARGET_FRAME = (40, 90, 220), (255, 255, 255)
+SYMBOL_COLOURS = np.array(
+    [[220, 50, 50], [50, 170, 50], [60, 90, 230], [230, 160, 40], [180, 60, 200], [40, 190, 200]],
+    dtype=np.uint8,
+)
+"""Colours of symbols 0, 1, 2, ... in pictures (cycling)."""
 
 
 def grid_picture(colours: np.ndarray, cell: int = 16) -> np.ndarray:
@@ -343,6 +349,33 @@ def grid_picture(colours: np.ndarray, cell: int = 16) -> np.ndarray:
     image[cell - 1 :: cell] = GRID_LINE
     image[:, cell - 1 :: cell] = GRID_LINE
     return image
+
+
+def symbol_tape(
+    symbols: np.ndarray, current: int, target: int | None = None, cell: int = 16
+) -> np.ndarray:
+    """A picture ``[2 * cell, T * cell, 3]`` of a sequence task over its ``T`` steps.
+
+    Top row: step ``t``'s symbol in ``SYMBOL_COLOURS`` (``-1``: not shown, light grey; ``-2``:
+    a step that asks for an answer, light blue), the step ``target`` (the symbol to be named
+    now) framed in white; bottom row: a blue disc under the ``current`` step.
+    """
+    colours = np.empty((2, len(symbols), 3), dtype=np.uint8)  # (rows, steps, RGB)
+    colours[:] = BLANK
+    shown = symbols >= 0
+    colours[0, shown] = SYMBOL_COLOURS[symbols[shown] % len(SYMBOL_COLOURS)]
+    colours[0, symbols == -2] = ASK
+    image = grid_picture(colours, cell)
+    if target is not None:
+        frame_cell(image, 0, target, TARGET_FRAME, cell)
+    paint_disc(image, 1, min(current, len(symbols) - 1), MARKER, cell)
+    return image
+
+
+def frame_cell(image: np.ndarray, row: int, col: int, colour: tuple, cell: int = 16) -> None:
+    """Draw a two-pixel frame of ``colour`` inside grid cell ``(row, col)`` of ``image``."""
+    box = image[row * cell : (row + 1) * cell - 1, col * cell : (col + 1) * cell - 1]
+    box[:2], box[-2:], box[:, :2], box[:, -2:] = colour, colour, colour, colour
 
 
 def paint_disc(image: np.ndarray, row: int, col: int, colour: tuple, cell: int = 16) -> None:

@@ -5,10 +5,24 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import (
+    BLANK,
+    EPISODE_STREAM,
+    MARKER,
+    TARGET_FRAME,
+    Task,
+    TaskEnv,
+    TaskVectorEnv,
+    below,
+    draw,
+    frame_cell,
+    grid_picture,
+    paint_disc,
+)
 
 # Bit b of byte value v, as floats: _BYTE_BITS[v, b] = (v >> b) & 1.
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float32)  # (256, 8)
+ON, OFF = (250, 200, 40), (70, 70, 70)  # picture colours of a cue bit 1 and 0
 
 
 class CueRecall(Task):
@@ -65,6 +79,21 @@ class CueRecall(Task):
         bits = np.where(noisy, draw(self.episode_keys, self.elapsed), np.uint64(0))
         return self._observation(bits, phase), reward, answered, np.zeros_like(answered)
 
+    def render(self, row: int, cell: int = 16) -> np.ndarray:
+        """Top row: the cue bits (yellow 1, dark 0), the queried one framed once asked; bottom
+        row: the ``delay + 2`` steps, a disc under the current one."""
+        width = max(self.num_bits, self.horizon)
+        colours = np.empty((2, width, 3), dtype=np.uint8)  # (rows, cells, RGB)
+        colours[:] = BLANK
+        bits = (self.cue[row] >> np.arange(self.num_bits, dtype=np.uint64)) & np.uint64(1)
+        colours[0, : self.num_bits] = np.where(bits[:, None] == 1, ON, OFF)
+        image = grid_picture(colours, cell)
+        now = int(self.elapsed[row])
+        if now > self.delay:
+            frame_cell(image, 0, int(self.query_phase[row]) - 2, TARGET_FRAME, cell)
+        paint_disc(image, 1, min(now, self.horizon - 1), MARKER, cell)
+        return image
+
     def _observation(self, bits: np.ndarray, phase: np.ndarray) -> np.ndarray:
         """``[N, 2 * num_bits + 2]`` from bit codes ``[N]`` (uint64) and phases ``[N]``."""
         if self._table is not None:
@@ -117,12 +146,19 @@ class CueRecallEnv(TaskEnv):
     - ``num_bits`` (4): how many bits to hold (1 to 64), the capacity knob.
     - ``delay`` (10): noise steps between cue and query, the duration knob.
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: ``[32, 16 * max(num_bits, delay + 2), 3]`` uint8: the cue
+    bits (yellow 1, dark 0; always drawn, though the agent sees them once), the queried bit
+    framed in white once the query is shown, and a blue disc under the current step.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = CueRecall
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class CueRecallVectorEnv(TaskVectorEnv):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import Task, TaskEnv, TaskVectorEnv, below, draw, symbol_tape
 
 
 class RepeatPrevious(Task):
@@ -33,6 +33,15 @@ class RepeatPrevious(Task):
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         return self._one_hot.take(self.symbols(self.episode_keys[rows], self.elapsed[rows]), 0)
+
+    def render(self, row: int) -> np.ndarray:
+        """The episode's steps in a row (see :func:`envs.core.symbol_tape`): the symbols seen
+        so far, the one to name now framed, a disc under the current step."""
+        t = np.arange(self.horizon)
+        now = int(self.elapsed[row])
+        symbols = self.symbols(np.full(self.horizon, self.episode_keys[row]), t)
+        symbols[t > now] = -1
+        return symbol_tape(symbols, now, now - self.lag if now >= self.lag else None)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         t = self.elapsed
@@ -84,12 +93,19 @@ class RepeatPreviousEnv(TaskEnv):
     - ``lag`` (3): how far back to answer, the memory length.
     - ``length`` (32): steps per episode.
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: ``[32, 16 * length, 3]`` uint8, one cell per step: the
+    symbols seen so far in colour, the one to name now framed in white, a blue disc under the
+    current step.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = RepeatPrevious
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class RepeatPreviousVectorEnv(TaskVectorEnv):

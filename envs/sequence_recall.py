@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import Task, TaskEnv, TaskVectorEnv, below, draw
+from .core import Task, TaskEnv, TaskVectorEnv, below, draw, symbol_tape
 
 
 class SequenceRecall(Task):
@@ -38,6 +38,16 @@ class SequenceRecall(Task):
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         return self._observe_at(self.episode_keys[rows], self.elapsed[rows])
+
+    def render(self, row: int) -> np.ndarray:
+        """The episode's steps in a row (see :func:`envs.core.symbol_tape`): the symbols shown
+        so far, the recall steps light blue, the symbol to recall now framed."""
+        t = np.arange(self.horizon)
+        now = int(self.elapsed[row])
+        symbols = below(draw(np.full(self.horizon, self.episode_keys[row]), t), self.num_symbols)
+        symbols[t >= self.length] = -2
+        symbols[(t > now) & (t < self.length)] = -1
+        return symbol_tape(symbols, now, now - self.length if now >= self.length else None)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         position = self.elapsed - self.length  # which symbol this action recalls, if >= 0
@@ -88,12 +98,19 @@ class SequenceRecallEnv(TaskEnv):
     - ``length`` (5): symbols to remember.
     - ``num_symbols`` (4): alphabet size.
 
+    ## Rendering
+
+    ``render_mode="rgb_array"``: ``[32, 32 * length, 3]`` uint8, one cell per step: the
+    symbols shown so far in colour, the recall steps light blue, the symbol to recall now
+    framed in white, a blue disc under the current step.
+
     ## Version History
 
     - v0: initial version.
     """
 
     task_class = SequenceRecall
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
 
 class SequenceRecallVectorEnv(TaskVectorEnv):

@@ -9,14 +9,19 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from recurrl.envs import bandit, tmaze
+from recurrl.envs import tmaze
+from recurrl.envs.core import TaskEnv
 
-RENDERED = ["recurrl/TMaze-v0", "recurrl/MemoryGrid-v0", "recurrl/PointRecall-v0"]
-SHAPES = {  # at the default difficulty
+SHAPES = {  # of the pictures at the default difficulty
     "recurrl/TMaze-v0": (48, 16 * 21, 3),
+    "recurrl/CueRecall-v0": (32, 16 * 12, 3),
+    "recurrl/RepeatPrevious-v0": (32, 16 * 32, 3),
+    "recurrl/SequenceRecall-v0": (32, 16 * 10, 3),
     "recurrl/MemoryGrid-v0": (80, 16 * 12, 3),
+    "recurrl/Bandit-v0": (108, 24 * 5, 3),
     "recurrl/PointRecall-v0": (160, 160, 3),
 }
+RENDERED = list(SHAPES)
 
 
 def episode(env_id: str, render_mode: str | None, seed: int = 7, steps: int = 40):
@@ -76,6 +81,16 @@ def test_tmaze_picture_shows_agent_cue_and_goal_arm():
     assert tuple(second[16 + 8, 16 + 8]) == tmaze.AGENT
 
 
+def test_every_memory_task_draws_pictures():
+    from recurrl import envs
+
+    memory_tasks = [i for i in envs.ENVIRONMENTS if gym.spec(i).vector_entry_point]
+    assert set(memory_tasks) - {"recurrl/CartPoleNoVelocity-v0"} == set(RENDERED)
+
+
 def test_an_env_that_draws_nothing_refuses_the_render_mode():
+    class Blind(TaskEnv):
+        task_class = tmaze.TMaze
+
     with pytest.raises(ValueError, match="render_mode 'rgb_array' is not one of this env's"):
-        bandit.BanditEnv(render_mode="rgb_array")
+        Blind(render_mode="rgb_array")

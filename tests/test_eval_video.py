@@ -45,6 +45,15 @@ class Corridor(gym.Env):
 gym.register("recurrl_test/Corridor-v0", entry_point=Corridor)
 
 
+class BlindCorridor(Corridor):
+    """The same walk, drawing nothing."""
+
+    metadata = {"render_modes": []}
+
+
+gym.register("recurrl_test/BlindCorridor-v0", entry_point=BlindCorridor)
+
+
 def checkpoint_for(env_id, tmp_path):
     config = load_config(None, [f"env.id={env_id}", "policy.hidden_size=8"])
     env = gym.make(env_id)
@@ -66,7 +75,7 @@ def test_eval_writes_a_gif_of_one_episode(tmp_path, capsys):
 
 
 def test_video_errors_name_the_problem(tmp_path, monkeypatch, capsys):
-    checkpoint_for("recurrl/Bandit-v0", tmp_path)  # renders nothing
+    checkpoint_for("recurrl_test/BlindCorridor-v0", tmp_path)  # renders nothing
     assert main(["eval", str(tmp_path), "--video", str(tmp_path / "x.gif")]) == 2
     assert "cannot render frames" in capsys.readouterr().err
     frames = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2

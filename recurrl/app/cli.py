@@ -236,8 +236,8 @@ def _envs(args: argparse.Namespace) -> int:
         for knob, default in facts.get("difficulty", {}).items():
             print(f"    {knob:<17} {default!s:<6}  {bounds.get(knob, '')}".rstrip())
     print(
-        "\nIndented: difficulty knobs, their defaults and the values accepted; set one with "
-        "env.kwargs.KNOB=VALUE\n(e.g. recurrl train env.id=recurrl/TMaze-v0 env.kwargs.length=40)."
+        "\nIndented: each env's difficulty knobs, their defaults and the values accepted.\n"
+        "Set one with env.kwargs.KNOB=VALUE, e.g. env.kwargs.length=40."
     )
     return 0
 
