@@ -35,7 +35,7 @@ RANDOM_SPACE = "recurrl_test/RandomSpace-v0"
 MASKED_DICT = {
     "observation_space": spaces.Dict(
         {
-            "position": spaces.Box(-1.0, 1.0, (2, 2), np.float32),
+            "state_vector": spaces.Box(-1.0, 1.0, (2, 2), np.float32),  # not a recurrent state
             ACTION_MASK_KEY: spaces.MultiBinary(4),
         }
     ),
@@ -113,6 +113,7 @@ class Exported:
     def __init__(self, path: Path, format: str) -> None:
         signature = json.loads(Path(f"{path}.json").read_text())
         self.inputs = signature["inputs"]
+        self.state_names = signature["state"]
         self.output_names = [spec["name"] for spec in signature["outputs"]]
         if format == "onnx":
             ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
@@ -145,7 +146,7 @@ def run_episodes(envs, policy: ActorCritic, exported: Exported, steps: int) -> i
     """Step ``envs`` with ``policy.act`` and compare the exported step; returns resets seen."""
     obs, _ = envs.reset(seed=0)
     space = policy.observation_space
-    state_names = [s["name"] for s in exported.inputs if "state_" in s["name"]]
+    state_names = exported.state_names
     state = policy.initial_state(NUM_ENVS)
     exported_state = {name: s.numpy() for name, s in zip(state_names, state, strict=True)}
     starts = np.ones(NUM_ENVS, dtype=np.float32)

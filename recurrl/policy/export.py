@@ -177,21 +177,35 @@ class PolicyStep(nn.Module):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             outputs = self(*example)
+
+        def spec(name: str, x: Tensor) -> TensorSpec:
+            shape: list[int | str] = list(x.shape)
+            shape[self.batch_axis(name)] = "B"
+            return TensorSpec(name, shape, _dtype_name(x.dtype))
+
         return Signature(
-            [_spec(name, x) for name, x in zip(self.input_names(), example, strict=True)],
-            [_spec(name, x) for name, x in zip(self.output_names(), outputs, strict=True)],
+            [spec(name, x) for name, x in zip(self.input_names(), example, strict=True)],
+            [spec(name, x) for name, x in zip(self.output_names(), outputs, strict=True)],
         )
+
+    @property
+    def state_names(self) -> list[str]:
+        """The state inputs, actor's then critic's (each output as ``next_`` + name)."""
+        return self.actor_state_names + self.critic_state_names
+
+    def batch_axis(self, name: str) -> int:
+        """Where the batch is in input or output ``name``: 1 in states, else 0."""
+        return 1 if name.removeprefix("next_") in self.state_names else 0
 
     def input_names(self) -> list[str]:
         names = [_leaf_name(path) for path in self.paths]
-        names += self.actor_state_names + self.critic_state_names + ["episode_start"]
+        names += self.state_names + ["episode_start"]
         config = self.policy.config
         return names + ["prev_action"] * config.prev_action + ["prev_reward"] * config.prev_reward
 
     def output_names(self) -> list[str]:
         params = ["mean", "log_std"] if isinstance(self.policy.head, GaussianHead) else ["logits"]
-        states = self.actor_state_names + self.critic_state_names
-        return ["action", *params, "value", *(f"next_{name}" for name in states)]
+        return ["action", *params, "value", *(f"next_{name}" for name in self.state_names)]
 
     # --- the step -------------------------------------------------------------------------
 
@@ -287,13 +301,6 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
 
 
-def _spec(name: str, x: Tensor) -> TensorSpec:
-    batch_axis = 1 if "state_" in name else 0
-    shape: list[int | str] = list(x.shape)
-    shape[batch_axis] = "B"
-    return TensorSpec(name, shape, _dtype_name(x.dtype))
-
-
 # --- writing files ----------------------------------------------------------------------------
 
 
@@ -328,7 +335,7 @@ def _write_onnx(step: PolicyStep, path: Path) -> None:
     is called the same way."""
     onnx = _require_onnx()
     inputs, outputs = step.input_names(), step.output_names()
-    dynamic_axes = {name: {1 if "state_" in name else 0: "B"} for name in [*inputs, *outputs]}
+    dynamic_axes = {name: {step.batch_axis(name): "B"} for name in [*inputs, *outputs]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter
@@ -386,6 +393,7 @@ def export_policy(policy: ActorCritic, path: str | Path, format: str) -> Signatu
         "format": format,
         "observation_space": str(policy.observation_space),
         "action_space": str(policy.action_space),
+        "state": step.state_names,
         "inputs": [asdict(spec) for spec in signature.inputs],
         "outputs": [asdict(spec) for spec in signature.outputs],
     }
