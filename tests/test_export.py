@@ -194,7 +194,9 @@ def test_exported_step_acts_as_policy_act(
     name, env_id, kwargs, options, normalize, format, tmp_path
 ):
     envs, policy = make_policy(env_id, kwargs, options, normalize)
+    impls = [m.impl for m in policy.modules() if hasattr(m, "impl")]
     exported = Exported(export(policy, tmp_path, format), format)
+    assert [m.impl for m in policy.modules() if hasattr(m, "impl")] == impls  # left as it was
     resets = run_episodes(envs, policy, exported, steps=40)
     envs.close()
     assert resets >= 2, "the episodes must end and restart within the run"
