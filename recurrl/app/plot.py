@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,14 +172,21 @@ def draw_runs(
         x: ``"steps"`` (env steps) or ``"wall"`` (seconds).
         smoothing: moving-average window over each run's points before averaging (1: none).
         normalize: divide returns by the env's optimum; None: when more than one env is drawn.
-        warn: called with each warning (runs of one group that end at different x);
-            default: print to stderr.
+        warn: called with each warning (runs of one group that end at different x; one per
+            group, from its first panel); default: print to stderr.
     """
     if x not in X_AXES:
         raise PlotError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     if smoothing < 1:
         raise PlotError(f"--smooth must be >= 1, got {smoothing}")
     warn = warn or (lambda text: print(f"recurrl: warning: {text}", file=sys.stderr))
+    warned: set[tuple[str, str]] = set()
+
+    def warn_once(group: tuple[str, str], text: str) -> None:  # per group, not per panel
+        if group not in warned:
+            warned.add(group)
+            warn(text)
+
     x_key, x_label = X_AXES[x]
     blocks = panels_for(runs, x_key, normalize)
     if not blocks or not blocks[0]:
@@ -193,7 +201,7 @@ def draw_runs(
             axis.axis("off")
             axis.text(0.5, 0.5, "not evaluated", ha="center", va="center", color="gray")
             continue
-        _draw_panel(axis, panel, x_key, smoothing, warn)
+        _draw_panel(axis, panel, x_key, smoothing, warn_once)
         axis.set_xlabel(x_label)
         if x == "steps":
             axis.xaxis.set_major_formatter(format_steps)
@@ -211,7 +219,8 @@ def _draw_panel(axis, panel: Panel, x_key: str, smoothing: int, warn) -> None:
         drawn = [(run, c) for run, c in zip(members, curves, strict=True) if len(c[0])]
         if drawn:
             where = f"{name} on {panel.env_id or 'an unknown env'}, {METRICS[panel.metric]}"
-            _draw_group(axis, drawn, name, f"C{index % 10}", where, warn)
+            warn_group = partial(warn, (name, panel.env_id))
+            _draw_group(axis, drawn, name, f"C{index % 10}", where, warn_group)
     for value, text, style in (
         (panel.optimum, "optimum", "--"),
         (panel.memoryless, "memoryless", ":"),
