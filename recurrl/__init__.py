@@ -8,13 +8,21 @@ CLI and :func:`recurrl.algo.make_env.make_vector_env` do it for you, and
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_policy"]
+__all__ = ["PPO", "Callback", "StopOnReturn", "StopTraining", "__version__", "load_policy"]
+
+_LAZY = {
+    "PPO": "recurrl.run.agent",
+    "Callback": "recurrl.run.callbacks",
+    "StopOnReturn": "recurrl.run.callbacks",
+    "StopTraining": "recurrl.run.callbacks",
+    "load_policy": "recurrl.run.checkpoints",
+}
 
 
 def __getattr__(name: str):
     # Lazy so that `import recurrl.nn` stays light and import order stays low -> high level.
-    if name == "load_policy":
-        from recurrl.run.checkpoints import load_policy
+    if name in _LAZY:
+        import importlib
 
-        return load_policy
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'recurrl' has no attribute {name!r}")

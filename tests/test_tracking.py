@@ -178,14 +178,14 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise():
     metrics = {"global_step": 256, "episodic_return": 21.5, "sps": 900.0, "approx_kl": 0.01}
     terminal = Terminal()
     bar = make_console(1024, quiet=False, stream=terminal)
-    bar.update({**metrics, "eval_return_mean": 40.0})
-    bar.update({**metrics, "global_step": 512})
-    bar.close()
+    bar.on_update({**metrics, "eval_return_mean": 40.0})
+    bar.on_update({**metrics, "global_step": 512})
+    bar.on_end(None)
     text = terminal.getvalue()
     assert text.count("\r[") == 2 and "512/1,024 steps" in text and "eta " in text
     assert "return 21.5" in text and "eval 40.0" in text and text.endswith("\n")
     log = io.StringIO()
-    make_console(1024, quiet=False, stream=log).update(metrics)
+    make_console(1024, quiet=False, stream=log).on_update(metrics)
     assert log.getvalue().startswith("step       256/1,024  return     21.50")
     assert make_console(1024, quiet=True, stream=terminal) is None
     assert format_duration(75) == "1m15s" and format_duration(3725) == "1h02m"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recurrl.algo.make_env import autoreset_is_next_step, make_vector_env
+from recurrl.algo.make_env import EnvSource, autoreset_is_next_step, make_vector_env
 from recurrl.config import ConfigError, EnvConfig
 from recurrl.policy import ActorCritic
 from recurrl.policy.inputs import null_action
@@ -20,8 +20,10 @@ def evaluate(
     deterministic: bool = False,
     seed: int = 0,
     num_envs: int | None = None,
+    env: EnvSource | None = None,
 ) -> list[float]:
-    """Returns of ``episodes`` full episodes.
+    """Returns of ``episodes`` full episodes (on envs made from ``env_config``, or from ``env``,
+    an id or factory passed from Python: ``recurrl.algo.make_env.make_vector_env``).
 
     Each env copy runs a fixed share of the episodes (counting only the first completions would
     favour short episodes). The state resets exactly where ``episode_start`` says, as in training.
@@ -29,7 +31,7 @@ def evaluate(
     num_envs = min(episodes, num_envs or 16)
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
-    envs = make_vector_env(env_config, num_envs)
+    envs = make_vector_env(env_config, num_envs, env=env)
     try:
         next_step = autoreset_is_next_step(envs, env_config.id)
     except ConfigError:

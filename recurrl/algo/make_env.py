@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -36,6 +37,11 @@ def resolve_env_id(env_id: str) -> str:
     """Import ``module`` of ``module:Id`` (third-party registrations), check the id exists."""
     from recurrl import envs  # noqa: F401  (registers recurrl/* ids)
 
+    if env_id.startswith(PASSED):
+        raise ConfigError(
+            f"env.id: {env_id} was passed from Python and has no id to make it from; pass it "
+            f"again (recurrl.PPO.load(RUN_DIR, env=...)), or evaluate with policy.act"
+        )
     module = None
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
@@ -98,17 +104,93 @@ def make_wrappers(config: EnvConfig) -> list[WrapperFactory]:
     ]
 
 
-def make_vector_env(config: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
+EnvSource = str | Callable[[], gym.Env] | gym.vector.VectorEnv
+"""An env passed from Python: an id, a factory of single envs (an ``Env`` class, a function),
+or a ready ``VectorEnv``."""
+
+PASSED = "<"
+"""``env.id`` of an env passed from Python starts so (``<callable mod:Name>``): not an id."""
+
+
+def describe_env(env: EnvSource) -> str:
+    """The ``env.id`` recorded for ``env``: the id itself, a ``VectorEnv``'s registered id, or
+    ``<callable module:qualname>`` / ``<VectorEnv module:qualname>``.
+
+    Raises:
+        ConfigError: ``env`` is a single ``gymnasium.Env`` instance or not an env at all.
+    """
+    if isinstance(env, str):
+        return env
+    if isinstance(env, gym.vector.VectorEnv):
+        spec = getattr(env, "spec", None)
+        if spec is not None and spec.id in gym.registry:
+            return spec.id
+        return f"{PASSED}VectorEnv {type(env).__module__}:{type(env).__qualname__}>"
+    if isinstance(env, gym.Env):
+        raise ConfigError(
+            f"env: got the env instance {env!r}; pass a factory that makes one (its class or "
+            f"a function), as recurrl steps env.num_envs copies, or a gymnasium VectorEnv"
+        )
+    if callable(env):
+        name = getattr(env, "__qualname__", type(env).__qualname__)
+        return f"{PASSED}callable {getattr(env, '__module__', '?')}:{name}>"
+    raise ConfigError(f"env: expected an id, an env factory or a VectorEnv, got {env!r}")
+
+
+def _passed_vector_env(
+    config: EnvConfig, num_envs: int, env: Callable[[], gym.Env] | gym.vector.VectorEnv
+) -> gym.vector.VectorEnv:
+    """``env`` itself (a VectorEnv of ``num_envs``), or ``num_envs`` copies from the factory."""
+    if isinstance(env, gym.vector.VectorEnv):
+        for key, value in (("kwargs", config.kwargs), ("wrappers", config.wrappers)):
+            if value:
+                raise ConfigError(f"env.{key}: a VectorEnv passed as is takes none")
+        if env.num_envs != num_envs:
+            raise ConfigError(
+                f"env.num_envs: the VectorEnv passed has {env.num_envs} envs, not {num_envs}; "
+                f"set env.num_envs={env.num_envs} (or pass a factory to make copies)"
+            )
+        return env
+    describe_env(env)  # refuses what is not a factory
+    wrappers = make_wrappers(config)
+
+    def make_one() -> gym.Env:
+        single = env(**config.kwargs)
+        for wrap in wrappers:
+            single = wrap(single)
+        return single
+
+    autoreset = gym.vector.AutoresetMode.SAME_STEP
+    try:
+        if config.vectorization == "async":
+            return gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=autoreset)
+        return gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=autoreset)
+    except TypeError as error:
+        raise ConfigError(f"env.kwargs: {config.id} rejected its arguments: {error}") from None
+
+
+def make_vector_env(
+    config: EnvConfig, num_envs: int | None = None, env: EnvSource | None = None
+) -> gym.vector.VectorEnv:
     """A ``VectorEnv`` of ``num_envs`` (default ``config.num_envs``) copies.
 
     ``auto`` uses the env's own batched implementation when it registers one, otherwise
     Gymnasium's ``SyncVectorEnv`` in SAME_STEP autoreset mode (no wasted reset steps).
     ``env.wrappers`` wrap each single env, so they need sync or async vectorization (``auto``
     picks sync).
+
+    ``env`` (an env passed from Python) replaces ``config.id``: a factory is called with
+    ``env.kwargs`` for each copy (wrapped by ``env.wrappers``, vectorised sync or, with
+    ``env.vectorization=async``, async); a ``VectorEnv`` is used as is (it must have
+    ``num_envs`` envs; the caller keeps it and closes it).
     """
+    num_envs = num_envs or config.num_envs
+    if env is not None and not isinstance(env, str):
+        return _passed_vector_env(config, num_envs, env)
+    if env is not None:
+        config = dataclasses.replace(config, id=env)
     env_id = resolve_env_id(config.id)
     wrappers = make_wrappers(config)
-    num_envs = num_envs or config.num_envs
     spec = gym.spec(env_id)
     mode = config.vectorization
     if mode == "auto":

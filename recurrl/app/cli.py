@@ -29,14 +29,18 @@ def _train(args: argparse.Namespace) -> int:
     checkpoint and hands them to the others, logs and prints the summary."""
     from recurrl.algo.distributed import close_world, setup_world
     from recurrl.errors import TrainingError
+    from recurrl.run.agent import PPO
     from recurrl.run.checkpoints import CheckpointError
-    from recurrl.run.train import train
 
     world = setup_world()
     refused = (ConfigError, CheckpointError)
     try:
         config, payload = world.run_on_main(lambda: _load_run(args), refused)
-        result = train(config, quiet=args.quiet or not world.is_main, resume=payload, world=world)
+        quiet = args.quiet or not world.is_main
+        model = PPO(
+            config=config, resume=payload, quiet=quiet, summary=args.eval_episodes, world=world
+        )
+        result = model.learn().result  # the summary is printed by its callback
     except BaseException as error:
         # Errors every rank raises together may wait for the others; after any other, leave.
         close_world(world, clean=isinstance(error, (*refused, TrainingError, SystemExit)))
@@ -44,14 +48,13 @@ def _train(args: argparse.Namespace) -> int:
     close_world(world)
     if result.interrupted is not None:
         return 128 + result.interrupted  # the message saying how to resume is printed
-    if world.is_main:
-        print(_summary(result, config, args.eval_episodes), flush=True)
     return 0
 
 
 def _load_run(args: argparse.Namespace):
-    """``(config, checkpoint payload or None)`` from the command line."""
-    from recurrl.config import load_config
+    """``(config, checkpoint payload or None)`` from the command line (the config built as
+    ``recurrl.PPO`` builds it)."""
+    from recurrl.run.agent import build_config
 
     # The config path and the overrides in any order: the path is the first word that is not
     # a dotted.key=value (a file whose name holds "=" is still a path); overrides keep order.
@@ -61,7 +64,7 @@ def _load_run(args: argparse.Namespace):
     path = words.pop(paths[0]) if paths else None
     overrides = words + [w for w in args.extra if w.startswith("-")]  # --key=value
     if not args.resume:
-        return load_config(path, overrides), None
+        return build_config(path, overrides), None
     from recurrl.run.resume import resume_checkpoint, resume_config
 
     if path is not None:
@@ -71,36 +74,6 @@ def _load_run(args: argparse.Namespace):
         )
     run_dir, payload = resume_checkpoint(args.resume)
     return resume_config(run_dir, payload, overrides), payload
-
-
-def _summary(result, config, eval_episodes: int) -> str:
-    """Return at the start vs the end of training, against the env's optimum when known."""
-    import numpy as np
-
-    from recurrl import envs
-    from recurrl.algo.evaluate import evaluate
-
-    returns = [m["episodic_return"] for m in result.history]
-    returns = [r for r in returns if r is not None and r == r]  # updates where episodes ended
-    tenth = max(1, len(returns) // 10)
-    first = f"{np.mean(returns[:tenth]):.1f}" if returns else "-"
-    last = f"{np.mean(returns[-tenth:]):.1f}" if returns else "-"
-    seconds = result.history[-1]["time_s"] if result.history else 0.0
-    facts = envs.ENVIRONMENTS.get(config.env.id.split(":")[-1], {})
-    optimum = facts.get("optimal_return")
-    optimum_text = f" (optimum {optimum})" if optimum is not None else ""
-    lines = [
-        f"trained {result.global_step:,} steps in {seconds:.0f}s",
-        f"training return: {first} (first 10% of updates) -> {last} (last 10%){optimum_text}",
-    ]
-    if eval_episodes > 0:
-        final = evaluate(result.policy, config.env, eval_episodes, deterministic=True, seed=10_000)
-        lines.append(
-            f"final policy: return {np.mean(final):.1f} ± {np.std(final):.1f} over "
-            f"{len(final)} deterministic episodes{optimum_text}"
-        )
-    lines.append(f"run folder: {result.run_dir}  (recurrl eval {result.run_dir})")
-    return "\n".join(lines)
 
 
 def _eval(args: argparse.Namespace) -> int:

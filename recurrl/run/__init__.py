@@ -6,5 +6,8 @@
 - ``resume``: continuing a stopped run (its training state, the overrides, the restore);
 - ``failures``: when training stops early (rollback, graceful stop, what the message says);
 - ``run_dir``: the run folder and its ``metrics.jsonl``;
-- ``tracking``, ``progress``: where metrics go (console, JSONL, W&B, TensorBoard).
+- ``callbacks``: the hooks the trainer calls; ``tracking``, ``progress``: the callbacks where
+  metrics go (JSONL, W&B, TensorBoard, the console);
+- ``periodic_eval``: evaluation during training;
+- ``agent``: ``recurrl.PPO``, the object API (``recurrl train`` goes through it).
 """

@@ -160,7 +160,8 @@ class RunCheckpoints:
         world: the ranks.
         policy, optimizer: what every checkpoint holds the state of.
         config: the resolved config as a dict.
-        tracker: uploads checkpoints to W&B (rank 0's; the others log nothing).
+        callbacks: told of each checkpoint written with aliases (``on_checkpoint``: W&B
+            uploads it); rank 0's.
         keep: ``run.keep_checkpoints``: step-stamped copies kept besides ``latest.pt``.
         held_steps: ``{file name: global step}`` of files already there (a resumed run's
             ``latest.pt``), for the message when overwriting one fails.
@@ -173,11 +174,12 @@ class RunCheckpoints:
         policy: ActorCritic,
         optimizer: torch.optim.Optimizer,
         config: dict[str, Any],
-        tracker: Any,
+        callbacks: Any,
         keep: int,
         held_steps: dict[str, int] | None = None,
     ) -> None:
-        self.directory, self.world, self.tracker, self.keep = directory, world, tracker, keep
+        self.directory, self.world, self.keep = directory, world, keep
+        self.callbacks = callbacks
         self.policy, self.optimizer, self.config = policy, optimizer, config
         self.held_steps = dict(held_steps or {})
 
@@ -196,7 +198,7 @@ class RunCheckpoints:
     ) -> Path | None:
         """Write ``<directory>/<name>`` with the training ``counters`` and every rank's
         ``rank_state``; with ``stamped`` (and ``keep``) also ``step-<global_step>.pt``, dropping
-        the oldest stamped copies; with ``aliases`` upload it to W&B.
+        the oldest stamped copies; with ``aliases`` tell the callbacks (W&B uploads it).
 
         Returns:
             The path on rank 0, None on the other ranks.
@@ -219,7 +221,7 @@ class RunCheckpoints:
         if self.world.ranks_where(failure is not None):
             raise failure or PeerFailure("rank 0 could not write a checkpoint (see its message)")
         if path is not None and aliases is not None:
-            self.tracker.log_checkpoint(path, aliases, global_step)
+            self.callbacks.on_checkpoint(path, aliases, global_step)
         return path
 
     def _write(self, name: str, payload: dict[str, Any], stamped: bool) -> Path:

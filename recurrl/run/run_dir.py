@@ -15,7 +15,6 @@ import yaml
 
 from recurrl.algo.distributed import World
 from recurrl.config import Config, ConfigError, to_dict
-from recurrl.run.tracking import NullTracker, Tracker
 
 
 def make_run_dir(config: Config, resuming: bool = False) -> Path:
@@ -48,31 +47,17 @@ def make_run_dir(config: Config, resuming: bool = False) -> Path:
     return run_dir
 
 
-def open_run(
-    config: Config, world: World, quiet: bool, resume: dict | None
-) -> tuple[Path, list[dict], Tracker | NullTracker]:
-    """The run folder (made by rank 0), the metrics so far and the tracker (rank 0's logs).
+def open_run(config: Config, world: World, resume: dict | None) -> tuple[Path, list[dict]]:
+    """The run folder (made by rank 0) and the metrics so far (rank 0's; the others: none).
 
     A resumed run's ``metrics.jsonl`` is cut back to the checkpoint's step.
     """
     run_dir = world.run_on_main(
         lambda: make_run_dir(config, resume is not None), refused=(ConfigError,)
     )
-    if not world.is_main:
-        return run_dir, [], NullTracker()
-    step = resume["global_step"] if resume is not None else 0
-    history = truncate_metrics(run_dir, step) if resume is not None else []
-    tracker = Tracker(
-        run_dir,
-        config.name,
-        to_dict(config),
-        config.tracking,
-        config.ppo.total_steps,
-        quiet,
-        wandb_id=resume["training"].get("wandb_id") if resume else None,
-        start_step=step,
-    )
-    return run_dir, history, tracker
+    if not world.is_main or resume is None:
+        return run_dir, []
+    return run_dir, truncate_metrics(run_dir, resume["global_step"])
 
 
 def read_metrics(run_dir: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:

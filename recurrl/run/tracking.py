@@ -1,10 +1,12 @@
-"""Where metrics go: the console, ``metrics.jsonl``, and (when turned on) W&B and TensorBoard.
+"""Where metrics go: ``metrics.jsonl``, and (when turned on) W&B and TensorBoard, each a
+:class:`~recurrl.run.callbacks.Callback` (the console ones are in ``recurrl.run.progress``).
 
 Every update logs one flat dict (``global_step``, ``episodic_return``, ``policy_loss``, ...,
 and ``eval_return_mean`` ... on updates that evaluated). ``metrics.jsonl`` keeps the flat names;
 W&B and TensorBoard get them grouped against ``global_step`` as the x-axis:
 ``rollout/episodic_return``, ``losses/policy_loss``, ``charts/sps``, ``eval/return_mean``
-(the ``eval_`` prefix becomes the section).
+(the ``eval_`` prefix becomes the section); a key a callback adds with a ``/`` in it
+(``custom/value``) keeps its name, any other goes under ``other/``.
 
 W&B and TensorBoard are imported only when turned on. Neither a missing W&B key, a network
 that is down, nor a W&B call that fails later stops training: ``metrics.jsonl`` has every update.
@@ -21,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from recurrl.config import ConfigError, TrackingConfig, WandbConfig
+from recurrl.config import Config, ConfigError, WandbConfig, to_dict
+from recurrl.run.callbacks import Callback, RunInfo
 from recurrl.run.progress import make_console
 
 SECTIONS = {
@@ -90,6 +93,8 @@ def metric_name(key: str) -> str:
     """The grouped name of a flat metric: ``policy_loss`` -> ``losses/policy_loss``."""
     if key.startswith("eval_"):
         return "eval/" + key[len("eval_") :]
+    if "/" in key:
+        return key
     return f"{SECTIONS.get(key, 'other')}/{key}"
 
 
@@ -109,7 +114,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class WandbSink:
+def cleaned(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics as JSON can hold them (NaN and inf as null)."""
+    return {key: _clean(value) for key, value in metrics.items()}
+
+
+class WandbSink(Callback):
     """A W&B run. Never crashes or hangs the training run for want of a key or a network.
 
     Args:
@@ -165,10 +175,17 @@ class WandbSink:
             self.run = wandb.init(mode="offline", **options)
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
+        self.offline = mode == "offline" or getattr(self.run.settings, "mode", "") == "offline"
+        self.log_checkpoints = config.log_checkpoints
 
     @property
-    def run_id(self) -> str:
+    def wandb_id(self) -> str:
         return self.run.id
+
+    def on_start(self, info: RunInfo) -> None:
+        if self.offline:
+            where = getattr(self.run.settings, "sync_dir", None) or info.run_dir / "wandb"
+            info.notes.append(f"W&B offline: files in {where} (upload: wandb sync {where})")
 
     def _failed(self, what: str, error: Exception) -> None:
         self.failures += 1
@@ -179,14 +196,18 @@ class WandbSink:
                 file=sys.stderr,
             )
 
-    def log(self, metrics: dict[str, Any]) -> None:
+    def on_update(self, metrics: dict[str, Any]) -> None:
+        metrics = cleaned(metrics)
         try:
             self.run.log({"global_step": metrics["global_step"], **grouped(metrics)})
         except Exception as error:
             self._failed("log", error)
 
-    def log_checkpoint(self, path: Path, aliases: list[str], global_step: int) -> None:
-        """Upload ``path`` as a new version of this run's ``checkpoints-<id>`` model artifact."""
+    def on_checkpoint(self, path: Path, aliases: list[str], global_step: int) -> None:
+        """Upload ``path`` as a new version of this run's ``checkpoints-<id>`` model artifact
+        (with ``tracking.wandb.log_checkpoints``)."""
+        if not self.log_checkpoints:
+            return
         try:
             artifact = self.wandb.Artifact(
                 f"checkpoints-{self.run.id}", type="model", metadata={"global_step": global_step}
@@ -196,7 +217,7 @@ class WandbSink:
         except Exception as error:
             self._failed("checkpoint upload", error)
 
-    def close(self) -> None:
+    def on_end(self, result: Any) -> None:
         try:
             self.run.finish()
         except Exception as error:
@@ -220,7 +241,7 @@ def require_tensorboard() -> None:
         raise ConfigError(TENSORBOARD_HINT) from None
 
 
-class TensorBoardSink:
+class TensorBoardSink(Callback):
     """Scalars under ``run_dir/tensorboard`` (a resumed run adds an event file beside)."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -229,86 +250,51 @@ class TensorBoardSink:
 
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
-    def log(self, metrics: dict[str, Any]) -> None:
+    def on_update(self, metrics: dict[str, Any]) -> None:
         step = metrics["global_step"]
-        for name, value in grouped(metrics).items():
+        for name, value in grouped(cleaned(metrics)).items():
             if isinstance(value, int | float):
                 self.writer.add_scalar(name, value, step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def on_end(self, result: Any) -> None:
         self.writer.close()
 
 
-class NullTracker:
-    """The tracker of every rank but 0 in data-parallel training: logs nothing."""
+class MetricsFile(Callback):
+    """Appends each update's metrics to ``run_dir/metrics.jsonl``, one JSON object a line."""
 
-    wandb_id: str | None = None
+    def __init__(self, run_dir: Path) -> None:
+        self.file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in on_end)
 
-    def log(self, metrics: dict[str, Any]) -> None:
-        """Nothing: rank 0 logs the metrics reduced over all ranks."""
+    def on_update(self, metrics: dict[str, Any]) -> None:
+        self.file.write(json.dumps(cleaned(metrics)) + "\n")
+        self.file.flush()
 
-    def log_checkpoint(self, path: Path, aliases: list[str], global_step: int) -> None:
-        """Nothing: rank 0 writes and uploads checkpoints."""
-
-    def close(self) -> None:
-        """Nothing to close."""
+    def on_end(self, result: Any) -> None:
+        self.file.close()
 
 
-class Tracker:
-    """Fans every update's metrics out to the console, ``metrics.jsonl``, W&B and TensorBoard.
+def make_sinks(
+    config: Config,
+    run_dir: Path,
+    quiet: bool = False,
+    wandb_id: str | None = None,
+) -> list[Callback]:
+    """Rank 0's sinks, in call order: ``metrics.jsonl``, W&B and TensorBoard when turned on,
+    the console unless ``quiet``.
 
     Args:
+        config: the resolved config.
         run_dir: the run folder.
-        name: the experiment name.
-        resolved_config: the resolved config (W&B config).
-        tracking: ``tracking.*``.
-        total_steps: ``ppo.total_steps`` (for the progress display).
         quiet: no console output.
         wandb_id: the W&B run id of the run being resumed, if any.
-        start_step: the step a resumed run starts from.
     """
-
-    def __init__(
-        self,
-        run_dir: Path,
-        name: str,
-        resolved_config: dict,
-        tracking: TrackingConfig,
-        total_steps: int,
-        quiet: bool = False,
-        wandb_id: str | None = None,
-        start_step: int = 0,
-    ) -> None:
-        self.wandb_id = wandb_id
-        self.log_checkpoints = tracking.wandb.log_checkpoints
-        self.tensorboard = TensorBoardSink(run_dir) if tracking.tensorboard else None
-        self.wandb = None
-        if tracking.wandb.mode != "disabled":
-            self.wandb = WandbSink(tracking.wandb, run_dir, name, resolved_config, wandb_id)
-            self.wandb_id = self.wandb.run_id
-        self.metrics_file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close)
-        self.console = make_console(total_steps, quiet, start_step)
-
-    def log(self, metrics: dict[str, Any]) -> None:
-        metrics = {key: _clean(value) for key, value in metrics.items()}
-        self.metrics_file.write(json.dumps(metrics) + "\n")
-        self.metrics_file.flush()
-        for sink in (self.wandb, self.tensorboard):
-            if sink is not None:
-                sink.log(metrics)
-        if self.console is not None:
-            self.console.update(metrics)
-
-    def log_checkpoint(self, path: Path, aliases: list[str], global_step: int) -> None:
-        """Upload a checkpoint to W&B when ``tracking.wandb.log_checkpoints`` is on."""
-        if self.wandb is not None and self.log_checkpoints:
-            self.wandb.log_checkpoint(path, aliases, global_step)
-
-    def close(self) -> None:
-        if self.console is not None:
-            self.console.close()
-        self.metrics_file.close()
-        for sink in (self.wandb, self.tensorboard):
-            if sink is not None:
-                sink.close()
+    sinks: list[Callback] = [MetricsFile(run_dir)]
+    tracking = config.tracking
+    if tracking.wandb.mode != "disabled":
+        sinks.append(WandbSink(tracking.wandb, run_dir, config.name, to_dict(config), wandb_id))
+    if tracking.tensorboard:
+        sinks.append(TensorBoardSink(run_dir))
+    console = make_console(config.ppo.total_steps, quiet)
+    return sinks + ([console] if console is not None else [])

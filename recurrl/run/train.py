@@ -1,7 +1,10 @@
 """The training loop: collect, advantages, update, evaluate, log, checkpoint.
 
 ``train(config)`` runs it; ``train(config, resume=payload)`` continues a stopped run from its
-checkpoint (``recurrl.run.resume``: what is restored and when the result is exact). Checkpoint
+checkpoint (``recurrl.run.resume``: what is restored and when the result is exact);
+``recurrl.PPO`` (``recurrl.run.agent``) is the object API on top. What watches the run
+(console, ``metrics.jsonl``, W&B, TensorBoard, the user's) is a list of callbacks
+(``recurrl.run.callbacks``). Checkpoint
 files: ``recurrl.run.checkpoints``; the run folder: ``recurrl.run.run_dir``; a failure or a
 signal: ``recurrl.run.failures`` (no completed update is ever lost).
 
@@ -19,13 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from recurrl.algo import ppo
 from recurrl.algo.distributed import World, resolve_device, setup_world
-from recurrl.algo.evaluate import evaluate
-from recurrl.algo.make_env import make_vector_env
+from recurrl.algo.make_env import EnvSource, make_vector_env
 from recurrl.algo.optim import make_optimizer
 from recurrl.algo.returns import RewardScaler
 from recurrl.algo.rollout import Collector, Rollout
@@ -39,6 +42,7 @@ from recurrl.errors import (
     TrainingError,
 )
 from recurrl.policy import ActorCritic
+from recurrl.run.callbacks import Callback, CallbackList, RunInfo
 from recurrl.run.checkpoints import RunCheckpoints
 from recurrl.run.failures import (
     GracefulStop,
@@ -48,9 +52,11 @@ from recurrl.run.failures import (
     failure_outcome,
     stopped_message,
 )
+from recurrl.run.periodic_eval import PeriodicEval, eval_source
+from recurrl.run.progress import describe_cells
 from recurrl.run.resume import anneal_start, env_state, restore_run, rng_state, set_rng_state
 from recurrl.run.run_dir import open_run
-from recurrl.run.tracking import pooled_metrics, require_tensorboard
+from recurrl.run.tracking import make_sinks, pooled_metrics, require_tensorboard
 
 
 @dataclass
@@ -62,6 +68,7 @@ class TrainResult:
     history: list[dict]  # one metrics dict per update (a resumed run's earlier ones too)
     policy: ActorCritic
     interrupted: int | None = None  # the signal that stopped the run early, if any
+    stopped_by: str | None = None  # the callback that ended training early, if any
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -81,6 +88,11 @@ class Trainer:
             several ranks, every rank passes it.
         world: the ranks of a data-parallel run; default: torchrun's, if it launched this
             process (``recurrl.algo.distributed.setup_world``), else a single process.
+        env: the env passed from Python instead of ``env.id`` (``make_vector_env``); a
+            ``VectorEnv`` is used as is and left open.
+        eval_env: what evaluation envs are made from (an id or factory); default ``env`` (or
+            ``env.id`` for a ``VectorEnv`` passed with a registered id).
+        callbacks: called before the sinks (``recurrl.run.callbacks``), on every rank.
     """
 
     def __init__(
@@ -89,8 +101,13 @@ class Trainer:
         quiet: bool = False,
         resume: dict | None = None,
         world: World | None = None,
+        env: EnvSource | None = None,
+        eval_env: EnvSource | None = None,
+        callbacks: list[Callback] = (),
     ) -> None:
-        self.config = config
+        self.config, self.user_callbacks = config, list(callbacks)
+        self.owns_envs = not isinstance(env, gym.vector.VectorEnv)
+        self.eval_env = eval_source(config, env, eval_env)
         self.world = world if world is not None else setup_world()
         self.steps_per_update = config.batch_size * self.world.size  # env steps, all ranks
         if config.tracking.tensorboard:
@@ -98,12 +115,14 @@ class Trainer:
         if config.run.torch_threads:
             torch.set_num_threads(config.run.torch_threads)
         self.device = resolve_device(config.device, self.world)
+        self.evaluation = PeriodicEval(config, self.world, self.device, self.eval_env)
         self.generator = seed_everything(self.world.seed(config.seed))
-        self.envs = make_vector_env(config.env)
+        self.envs = make_vector_env(config.env, env=env)
         try:
             self._build(quiet or not self.world.is_main, resume)
         except BaseException:
-            self.envs.close()
+            if self.owns_envs:
+                self.envs.close()
             raise
 
     def _build(self, quiet: bool, resume: dict | None) -> None:
@@ -135,14 +154,18 @@ class Trainer:
         self.anneal_from = (0, config.ppo.learning_rate)  # (step, rate): see anneal_start
         own = self._restore(resume) if resume is not None else None
         world.broadcast_module(self.policy)  # ranks seed apart: start from rank 0's parameters
-        self.run_dir, self.history, self.tracker = open_run(config, world, quiet, resume)
+        self.run_dir, self.history = open_run(config, world, resume)
+        self.wandb_id = resume["training"].get("wandb_id") if resume is not None else None
+        sinks = make_sinks(config, self.run_dir, quiet, self.wandb_id) if world.is_main else []
+        self.wandb_id = next((s.wandb_id for s in sinks if hasattr(s, "wandb_id")), self.wandb_id)
+        self.callbacks = CallbackList(self.user_callbacks + sinks)
         self.checkpoints = RunCheckpoints(
             self.run_dir / "checkpoints",
             world,
             self.policy,
             self.optimizer,
             to_dict(config),
-            self.tracker,
+            self.callbacks,
             config.run.keep_checkpoints,
             held_steps={"latest.pt": start} if resume is not None else None,
         )
@@ -150,7 +173,7 @@ class Trainer:
             set_rng_state(own["rng"], self.generator)  # last: nothing may draw after it
         elif resume is not None:  # a rank the checkpoint has no state for
             self.generator = seed_everything(world.seed(config.seed + start))
-        self.stop, self.stop_signal = GracefulStop(), None
+        self.stop, self.stop_signal, self.stopped_by = GracefulStop(), None, None
         self.consistent = True  # False while an update is half done
         self.rollback: Rollback | None = None
         self.started = time.perf_counter()
@@ -241,39 +264,6 @@ class Trainer:
             "sps": self.steps_per_update / elapsed,
         }
 
-    def evaluate_if_due(self, num_updates: int) -> dict:
-        """``eval_*`` metrics when ``eval.every`` steps have passed and after the last update.
-
-        Rank 0 evaluates; every rank gets its results (so all agree on ``best.pt``).
-        """
-        every = self.config.eval.every
-        previous = self.global_step - self.steps_per_update
-        if not every or (
-            self.global_step // every == previous // every and self.update < num_updates
-        ):
-            return {}
-        if not self.world.is_main:
-            return self.world.broadcast({})
-        deterministic = self.config.eval.deterministic
-        metrics = self._evaluate("eval", deterministic)
-        if self.config.eval.both_modes:
-            other = "eval_stochastic" if deterministic else "eval_deterministic"
-            metrics.update(self._evaluate(other, not deterministic))
-        return self.world.broadcast(metrics)
-
-    def _evaluate(self, prefix: str, deterministic: bool) -> dict:
-        settings = self.config.eval
-        self.policy.eval()
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # training's random stream stays untouched
-            returns = evaluate(
-                self.policy, self.config.env, settings.episodes, deterministic, settings.seed
-            )
-        return {
-            f"{prefix}_return_mean": float(np.mean(returns)),
-            f"{prefix}_return_std": float(np.std(returns)),
-        }
-
     def checkpoint_if_due(self, metrics: dict) -> None:
         """``best.pt`` on a new best evaluation; ``latest.pt`` every ``run.checkpoint_every``."""
         eval_return = metrics.get("eval_return_mean")
@@ -299,7 +289,7 @@ class Trainer:
             "time_s": self.elapsed(),
             "last_checkpoint": self.last_checkpoint,
             "best_eval_return": self.best_eval_return,
-            "wandb_id": self.tracker.wandb_id,
+            "wandb_id": self.wandb_id,
             "anneal_from": self.anneal_from,
         }
 
@@ -326,31 +316,80 @@ class Trainer:
         return self.stop_signal is not None
 
     def run(self) -> TrainResult:
-        """Train for ``ppo.total_steps`` (or until a SIGINT/SIGTERM, then checkpoint)."""
+        """Train for ``ppo.total_steps`` (rounded up to whole updates), until a callback stops
+        it, or until a SIGINT/SIGTERM (then checkpoint)."""
         num_updates = math.ceil(self.config.ppo.total_steps / self.steps_per_update)
         self.started = time.perf_counter() - self.time_offset
+        result = None
         try:
+            self.callbacks.on_start(self.run_info(num_updates * self.steps_per_update))
             with self.stop.installed():
-                while self.update < num_updates and not self.stop_requested():
+                while (
+                    self.update < num_updates and not self.stopped_by and not self.stop_requested()
+                ):
                     self.rollback = Rollback(self.policy, self.optimizer, self.rank_state())
                     self.consistent = False
                     metrics = self.train_one_update(self.update + 1)  # collect, GAE, PPO update
                     self.update, self.consistent = self.update + 1, True
-                    metrics.update(self.evaluate_if_due(num_updates))
-                    metrics["time_s"] = self.elapsed()
-                    self.history.append(metrics)
-                    self.tracker.log(metrics)
+                    evaluation = self.evaluation.metrics_if_due(
+                        self.policy,
+                        self.global_step,
+                        self.steps_per_update,
+                        last=self.update >= num_updates,
+                    )
+                    metrics.update(evaluation, time_s=self.elapsed())
+                    self.after_update(metrics, bool(evaluation))  # callbacks: log, stop?
                     self.checkpoint_if_due(metrics)
                 interrupted = self.stop_signal if self.update < num_updates else None
+                interrupted = None if self.stopped_by else interrupted
                 self._finish(interrupted)
+            result = TrainResult(
+                self.run_dir,
+                self.global_step,
+                self.history,
+                self.policy,
+                interrupted,
+                self.stopped_by,
+            )
         except BaseException as error:
             self._report_failure(error)
             raise
         finally:
-            self.tracker.close()
-            close_quietly(self.envs)
-        return TrainResult(
-            self.run_dir, self.global_step, self.history, self.policy, interrupted=interrupted
+            try:
+                self.callbacks.on_end(result)
+            finally:
+                if self.owns_envs:
+                    close_quietly(self.envs)
+        return result
+
+    def after_update(self, metrics: dict, evaluated: bool) -> None:
+        """Hand the update's metrics to the callbacks (which may add keys); keep them; stop
+        when a callback on any rank asked to."""
+        stopped_by = self.callbacks.after_update(metrics, evaluated)
+        self.history.append(metrics)
+        if self.world.max(int(stopped_by is not None)):
+            self.stopped_by = stopped_by or "a callback on another rank"
+
+    def run_info(self, total_steps: int) -> RunInfo:
+        """What the callbacks' ``on_start`` gets."""
+        policy, config = self.policy, self.config
+        return RunInfo(
+            run_dir=self.run_dir,
+            env_id=config.env.id,
+            observation_space=self.envs.single_observation_space,
+            action_space=self.envs.single_action_space,
+            num_envs=self.envs.num_envs,
+            rank=self.world.rank,
+            world_size=self.world.size,
+            parameters=sum(p.numel() for p in policy.parameters() if p.requires_grad),
+            core=config.policy.core,
+            cells=describe_cells(policy, self.device, self.envs.num_envs),
+            device=str(self.device),
+            start_step=self.global_step,
+            total_steps=total_steps,
+            steps_per_update=self.steps_per_update,
+            config=config,
+            eval_env=self.eval_env,
         )
 
     def _finish(self, interrupted: int | None) -> None:
@@ -409,6 +448,7 @@ def train(
     quiet: bool = False,
     resume: dict | None = None,
     world: World | None = None,
+    **options,
 ) -> TrainResult:
     """Train a policy as ``config`` says; returns the run folder, history and policy.
 
@@ -417,9 +457,10 @@ def train(
         quiet: no console progress.
         resume: a loaded checkpoint payload to continue from (``recurrl.run.resume``).
         world: the ranks of a data-parallel run (default: torchrun's, if it launched us).
+        options: ``env``, ``eval_env``, ``callbacks`` (:class:`Trainer`).
 
     Raises:
         TrainingError: an env failed, the update diverged or a checkpoint could not be
             written; the message says where and what was saved.
     """
-    return Trainer(config, quiet=quiet, resume=resume, world=world).run()
+    return Trainer(config, quiet=quiet, resume=resume, world=world, **options).run()
