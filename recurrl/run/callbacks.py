@@ -13,6 +13,7 @@ the user's callbacks first, so a value one adds to ``metrics`` reaches every sin
 A callback stops training by returning ``False`` from :meth:`Callback.on_update` /
 :meth:`Callback.on_eval` or raising :class:`StopTraining`; the run then ends as a finished one
 (``latest.pt`` and ``final.pt`` written), with ``result.stopped_by`` naming the callback.
+The trainer's part: ``recurrl.run.train``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind (what :meth:`Callback.on_end` gets)."""
+
+    run_dir: Path
+    global_step: int
+    history: list[dict]  # one metrics dict per update (a resumed run's earlier ones too)
+    policy: Any  # the trained :class:`~recurrl.policy.ActorCritic`
+    interrupted: int | None = None  # the signal that stopped the run early, if any
+    stopped_by: str | None = None  # the callback that ended training early, if any
 
 
 class StopTraining(Exception):  # noqa: N818 (a request, not an error)
@@ -47,6 +60,31 @@ class RunInfo:
     config: Any  # the resolved :class:`recurrl.config.Config`
     eval_env: Any = None  # what separate evaluation envs are made from (None: ``env.id``)
     notes: list[str] = field(default_factory=list)  # lines a sink adds to the start banner
+
+    @classmethod
+    def of(cls, trainer: Any, total_steps: int) -> RunInfo:
+        """The info of a :class:`~recurrl.run.train.Trainer` about to run to ``total_steps``."""
+        from recurrl.run.progress import describe_cells
+
+        policy, config, envs = trainer.policy, trainer.config, trainer.envs
+        return cls(
+            run_dir=trainer.run_dir,
+            env_id=config.env.id,
+            observation_space=envs.single_observation_space,
+            action_space=envs.single_action_space,
+            num_envs=envs.num_envs,
+            rank=trainer.world.rank,
+            world_size=trainer.world.size,
+            parameters=sum(p.numel() for p in policy.parameters() if p.requires_grad),
+            core=config.policy.core,
+            cells=describe_cells(policy, trainer.device, envs.num_envs),
+            device=str(trainer.device),
+            start_step=trainer.global_step,
+            total_steps=total_steps,
+            steps_per_update=trainer.steps_per_update,
+            config=config,
+            eval_env=trainer.eval_env,
+        )
 
 
 class Callback:

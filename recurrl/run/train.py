@@ -19,7 +19,6 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -42,7 +41,7 @@ from recurrl.errors import (
     TrainingError,
 )
 from recurrl.policy import ActorCritic
-from recurrl.run.callbacks import Callback, CallbackList, RunInfo
+from recurrl.run.callbacks import Callback, CallbackList, RunInfo, TrainResult
 from recurrl.run.checkpoints import RunCheckpoints
 from recurrl.run.failures import (
     GracefulStop,
@@ -53,22 +52,9 @@ from recurrl.run.failures import (
     stopped_message,
 )
 from recurrl.run.periodic_eval import PeriodicEval, eval_source
-from recurrl.run.progress import describe_cells
 from recurrl.run.resume import anneal_start, env_state, restore_run, rng_state, set_rng_state
 from recurrl.run.run_dir import open_run
 from recurrl.run.tracking import make_sinks, pooled_metrics, require_tensorboard
-
-
-@dataclass
-class TrainResult:
-    """What a finished run leaves behind."""
-
-    run_dir: Path
-    global_step: int
-    history: list[dict]  # one metrics dict per update (a resumed run's earlier ones too)
-    policy: ActorCritic
-    interrupted: int | None = None  # the signal that stopped the run early, if any
-    stopped_by: str | None = None  # the callback that ended training early, if any
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -322,7 +308,7 @@ class Trainer:
         self.started = time.perf_counter() - self.time_offset
         result = None
         try:
-            self.callbacks.on_start(self.run_info(num_updates * self.steps_per_update))
+            self.callbacks.on_start(RunInfo.of(self, num_updates * self.steps_per_update))
             with self.stop.installed():
                 while (
                     self.update < num_updates and not self.stopped_by and not self.stop_requested()
@@ -369,28 +355,6 @@ class Trainer:
         self.history.append(metrics)
         if self.world.max(int(stopped_by is not None)):
             self.stopped_by = stopped_by or "a callback on another rank"
-
-    def run_info(self, total_steps: int) -> RunInfo:
-        """What the callbacks' ``on_start`` gets."""
-        policy, config = self.policy, self.config
-        return RunInfo(
-            run_dir=self.run_dir,
-            env_id=config.env.id,
-            observation_space=self.envs.single_observation_space,
-            action_space=self.envs.single_action_space,
-            num_envs=self.envs.num_envs,
-            rank=self.world.rank,
-            world_size=self.world.size,
-            parameters=sum(p.numel() for p in policy.parameters() if p.requires_grad),
-            core=config.policy.core,
-            cells=describe_cells(policy, self.device, self.envs.num_envs),
-            device=str(self.device),
-            start_step=self.global_step,
-            total_steps=total_steps,
-            steps_per_update=self.steps_per_update,
-            config=config,
-            eval_env=self.eval_env,
-        )
 
     def _finish(self, interrupted: int | None) -> None:
         stopped = None if interrupted is None else [f"step-{self.global_step}"]
