@@ -113,6 +113,8 @@ def test_a_bad_key_is_refused_as_in_yaml(tmp_path):
         recurrl.PPO(Recall, ppo={"bptt_lenn": 8})
     assert str(from_python.value) == str(from_yaml.value)
     assert "unknown key ppo.bptt_lenn (did you mean ppo.bptt_len?)" in str(from_python.value)
+    with pytest.raises(ConfigError, match=r"^unknown key ppo_ \(did you mean ppo\?\)$"):
+        recurrl.PPO(Recall, ppo_={"bptt_len": 8})
     with pytest.raises(ConfigError, match=r"ppo.bptt_len=5 must divide ppo.rollout_len=16"):
         recurrl.PPO(Recall, **small(tmp_path), overrides=["ppo.bptt_len=5"])
     with pytest.raises(ConfigError, match=r"env: got the env instance"):

@@ -40,8 +40,6 @@ from recurrl.run.checkpoints import (
 from recurrl.run.resume import resume_checkpoint, resume_config
 from recurrl.run.train import TrainResult, train
 
-SECTIONS = ("env", "policy", "ppo", "run", "eval", "tracking", "name", "seed", "device")
-
 
 def build_config(
     config: Config | dict | str | Path | None = None,
@@ -61,9 +59,7 @@ def build_config(
     else:
         data = read_yaml(config) if config is not None else {}
     for key, value in (sections or {}).items():
-        if key not in SECTIONS:
-            raise ConfigError(f"unknown key {key} (expected one of {', '.join(SECTIONS)})")
-        _merge(data, key, value)
+        _merge(data, key, value)  # an unknown key is refused below, as in a YAML file
     for text in overrides:
         key, value = parse_override(text)
         node = data
