@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import recurrl
+from recurrl.app.cli import main
 from recurrl.config import ConfigError, load_config
 from recurrl.run.checkpoints import CheckpointError
 from recurrl.run.run_dir import read_metrics
@@ -71,6 +72,7 @@ def test_train_on_an_env_class_defined_here(tmp_path):
     assert all(m["episodic_length"] == 3 for m in read_metrics(result.run_dir))  # kwargs given
     policy = recurrl.load_policy(result.run_dir)  # spaces from the checkpoint, no env needed
     assert policy.observation_space == Recall.observation_space
+    assert main(["eval", str(result.run_dir), "--episodes", "2"]) == 0  # Recall imported again
 
 
 def test_train_on_a_vector_env_instance(tmp_path):
@@ -151,8 +153,6 @@ def test_save_load_predict_round_trip(tmp_path):
 def test_resume_from_python(tmp_path):
     model = recurrl.PPO({"id": Recall, "num_envs": 4}, **small(tmp_path), quiet=True).learn(128)
     run_dir = model.run_dir
-    with pytest.raises(ConfigError, match=r"passed from Python .* pass it again"):
-        recurrl.PPO.load(run_dir).learn(256)
     with pytest.raises(ConfigError, match=r"ppo.total_steps: .* already trained 128"):
         recurrl.PPO.load(run_dir, env=Recall).learn()
     resumed = recurrl.PPO.load(run_dir, env=Recall, quiet=True)
@@ -163,6 +163,22 @@ def test_resume_from_python(tmp_path):
     assert [m["global_step"] for m in read_metrics(run_dir)] == [64, 128, 192, 256]
     resumed.learn(320)  # the same object goes on from its latest.pt
     assert read_metrics(run_dir)[-1]["global_step"] == 320
+
+
+def test_an_env_from_a_function_must_be_passed_again(tmp_path):
+    def make():
+        return Recall(length=2)
+
+    model = recurrl.PPO({"id": make, "num_envs": 4}, **small(tmp_path), quiet=True).learn(64)
+    assert model.config.env.id.endswith(
+        "test_an_env_from_a_function_must_be_passed_again.<locals>.make>"
+    )
+    with pytest.raises(ConfigError, match=r"cannot be made again .* pass it again"):
+        recurrl.PPO.load(model.run_dir).learn(128)
+    with pytest.raises(ConfigError, match=r"env.id: cannot change when resuming"):
+        recurrl.PPO.load(model.run_dir, env=Recall)
+    resumed = recurrl.PPO.load(model.run_dir, env=make, quiet=True).learn(128)
+    assert resumed.result.global_step == 128
 
 
 def test_the_readme_script_runs(tmp_path):

@@ -39,8 +39,9 @@ def resolve_env_id(env_id: str) -> str:
 
     if env_id.startswith(PASSED):
         raise ConfigError(
-            f"env.id: {env_id} was passed from Python and has no id to make it from; pass it "
-            f"again (recurrl.PPO.load(RUN_DIR, env=...)), or evaluate with policy.act"
+            f"env.id: {env_id} was passed from Python and cannot be made again from its name "
+            f"(defined in a script or a function); pass it again (recurrl.PPO.load(RUN_DIR, "
+            f"env=...)), or evaluate with policy.act"
         )
     module = None
     if ":" in env_id:
@@ -137,6 +138,24 @@ def describe_env(env: EnvSource) -> str:
     raise ConfigError(f"env: expected an id, an env factory or a VectorEnv, got {env!r}")
 
 
+def passed_factory(env_id: str) -> Callable[[], gym.Env] | None:
+    """The factory that ``<callable module:qualname>`` names, imported again; None when it
+    cannot be (defined in ``__main__`` or inside a function, or not importable)."""
+    prefix = f"{PASSED}callable "
+    if not (env_id.startswith(prefix) and env_id.endswith(">")):
+        return None
+    module_name, _, qualname = env_id[len(prefix) : -1].partition(":")
+    if module_name == "__main__" or "<" in qualname:
+        return None
+    try:
+        target = import_user_module(module_name, "env.id")
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ConfigError, AttributeError):
+        return None
+    return target if callable(target) else None
+
+
 def _passed_vector_env(
     config: EnvConfig, num_envs: int, env: Callable[[], gym.Env] | gym.vector.VectorEnv
 ) -> gym.vector.VectorEnv:
@@ -182,9 +201,12 @@ def make_vector_env(
     ``env`` (an env passed from Python) replaces ``config.id``: a factory is called with
     ``env.kwargs`` for each copy (wrapped by ``env.wrappers``, vectorised sync or, with
     ``env.vectorization=async``, async); a ``VectorEnv`` is used as is (it must have
-    ``num_envs`` envs; the caller keeps it and closes it).
+    ``num_envs`` envs; the caller keeps it and closes it). Without ``env``, an ``env.id``
+    recorded for a factory (``<callable module:Name>``) imports it again where it can.
     """
     num_envs = num_envs or config.num_envs
+    if env is None and config.id.startswith(PASSED):
+        env = passed_factory(config.id)  # None: resolve_env_id says what to do
     if env is not None and not isinstance(env, str):
         return _passed_vector_env(config, num_envs, env)
     if env is not None:

@@ -16,8 +16,10 @@ evaluation are all there, set by the same keys.
 ``env`` may be an id, a factory of single envs (an ``Env`` class or a function: copies are
 vectorised by Gymnasium's ``SyncVectorEnv``) or a ``VectorEnv`` (used as is). The config
 records ``env.id`` as the id, a ``VectorEnv``'s registered id, or ``<callable module:Name>``;
-checkpoints hold the spaces, so ``recurrl.load_policy`` and ``PPO.load`` work without the env,
-and continuing a run takes the env again: ``PPO.load(run_dir, env=MyEnv).learn()``.
+checkpoints hold the spaces, so ``recurrl.load_policy`` and ``PPO.load`` work without the env.
+A factory importable by that name (a class or function at the top of a module) is imported
+again where envs are needed (``recurrl eval``, continuing the run); any other is passed again:
+``PPO.load(run_dir, env=make_env).learn()``.
 """
 
 from __future__ import annotations
