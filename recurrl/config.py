@@ -451,13 +451,18 @@ def _refused_tag(error: yaml.constructor.ConstructorError) -> str:
     )
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read ``path`` (or defaults if None), apply ``dotted.key=value`` overrides, validate."""
-    data = read_yaml(path) if path is not None else {}
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``dotted.key=value`` of ``overrides`` in the config mapping ``data`` (in place)."""
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    return config_from_dict(data)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read ``path`` (or defaults if None), apply ``dotted.key=value`` overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(data, list(overrides)))
 
 
 def to_dict(config: Config) -> dict[str, Any]:

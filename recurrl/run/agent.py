@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 
 from recurrl.algo.make_env import EnvSource, describe_env
-from recurrl.config import Config, ConfigError, config_from_dict, parse_override, read_yaml, to_dict
+from recurrl.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    read_yaml,
+    to_dict,
+)
 from recurrl.run.callbacks import Callback
 from recurrl.run.checkpoints import (
     CheckpointError,
@@ -62,14 +69,7 @@ def build_config(
         data = read_yaml(config) if config is not None else {}
     for key, value in (sections or {}).items():
         _merge(data, key, value)  # an unknown key is refused below, as in a YAML file
-    for text in overrides:
-        key, value = parse_override(text)
-        node = data
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {part} is not a mapping")
-        node[key.split(".")[-1]] = value
+    apply_overrides(data, list(overrides))
     return config_from_dict(data)
 
 

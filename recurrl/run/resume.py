@@ -40,7 +40,13 @@ import torch
 from recurrl.algo.distributed import World
 from recurrl.algo.ppo import learning_rate_at
 from recurrl.algo.rollout import Collector
-from recurrl.config import Config, ConfigError, config_from_dict, parse_override, to_dict
+from recurrl.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    to_dict,
+)
 from recurrl.policy import ActorCritic
 from recurrl.run.checkpoints import (
     CheckpointError,
@@ -184,14 +190,7 @@ def resume_config(run_dir: Path, payload: dict[str, Any], overrides: list[str]) 
             run has already finished its ``ppo.total_steps``.
     """
     data = copy.deepcopy(payload["config"])
-    for text in overrides:
-        key, value = parse_override(text)
-        node = data
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {part} is not a mapping")
-        node[key.split(".")[-1]] = value
+    apply_overrides(data, list(overrides))
     if data.get("run", {}).get("dir") not in (None, str(run_dir), payload["config"]["run"]["dir"]):
         raise ConfigError(f"run.dir: a resumed run continues in {run_dir}")
     data.setdefault("run", {})["dir"] = str(run_dir)
