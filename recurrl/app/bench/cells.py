@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from recurrl.app.bench import cpu_model
 from recurrl.app.cli import plain_text
 from recurrl.nn import GRU, LSTM, native
 from recurrl.nn.cores import resolve_impl
@@ -53,12 +53,7 @@ CELLS = {
 
 def machine(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, torch version and threads, and the GPU if one is used."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
         "cpu": model,

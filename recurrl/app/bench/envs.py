@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from recurrl import envs
+from recurrl.app.bench import cpu_model
 from recurrl.app.cli import plain_text
 
 SUITE = [
@@ -35,12 +36,7 @@ NUM_ACTION_BATCHES = 64  # pre-generated action batches, cycled
 
 def machine() -> dict[str, Any]:
     """CPU model, usable cores and library versions."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     return {
         "cpu": model,
         "cores": os.cpu_count(),

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recurrl.app.bench import cpu_model
 from recurrl.app.cli import plain_text
 
 
@@ -32,14 +33,7 @@ def machine() -> dict[str, Any]:
 
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
