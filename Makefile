@@ -25,7 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The edit loop: everything but the learning runs (marked slow), ~1-2 min on 2 cores.
+# The edit loop: everything but the learning runs, benchmarks and suites (marked slow).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from recurrl.app.cli import main
 
 
+@pytest.mark.slow  # whole training runs
 def test_bench_train_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", "train", "--steps", "1024", "--scaling", "8", "--no-sb3", "--out", str(out)]

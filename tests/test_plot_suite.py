@@ -98,6 +98,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # whole training runs
 def test_suite_runs_every_seed_then_reports(tmp_path, capsys):
     experiments = Path("experiments").resolve()
     suite = tmp_path / "tiny.yaml"
@@ -120,6 +121,7 @@ def test_suite_runs_every_seed_then_reports(tmp_path, capsys):
     assert jobs == [] and (out / "results.md").read_text() == results
 
 
+@pytest.mark.slow  # whole training runs
 def test_stopping_a_suite_checkpoints_every_run_and_continues(tmp_path):
     suite = tmp_path / "long.yaml"
     lstm = str(Path("experiments/cartpole_novelocity_lstm.yaml").resolve())
