@@ -136,6 +136,9 @@ class RunConfig:
     """``torch.set_num_threads`` (1: fastest for small recurrent policies; 0: torch's default)."""
     keep_checkpoints: int = 0
     """Also keep the last N step-stamped ``checkpoints/step-<global_step>.pt`` (0: none)."""
+    cuda_graphs: bool = True
+    """On CUDA with a device-resident env (``env.vectorization: torch``), replay the acting step
+    as a CUDA graph (one launch instead of ~50 per step); False: launch it eagerly."""
 
 
 @dataclass

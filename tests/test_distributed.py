@@ -305,3 +305,14 @@ def test_torchrun_two_ranks_learn(tmp_path):
     first, last = np.mean(returns[:5]), np.mean(returns[-5:])
     assert first < 40 and last > 100, (first, last)  # random ~22, memoryless ~50, optimum 500
     assert load_checkpoint(run_dir / "checkpoints" / "final.pt")["training"]["world_size"] == 2
+
+
+def test_device_auto_picks_the_gpu_only_where_it_measured_faster(monkeypatch):
+    from recurrl.algo.distributed import AUTO_GPU_MIN_ENVS, auto_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_device(4096, device_envs=True) == ("cpu", "auto: no CUDA device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_device(8)[0] == "cpu" and "8 envs < 128" in auto_device(8)[1]
+    assert auto_device(AUTO_GPU_MIN_ENVS) == ("cuda", f"auto: 128 envs >= {AUTO_GPU_MIN_ENVS}")
+    assert auto_device(8, device_envs=True) == ("cuda", "auto: the envs step on the device")

@@ -42,13 +42,12 @@ class RunningNormalizer(nn.Module):
         self.count.fill_(total)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.count.item() == 0:
-            return x
+        # Before any statistics the input passes through. Chosen with torch.where, not by
+        # reading the count on the host: no device sync per step, and capturable in a CUDA graph.
         scale = (self.var + self.epsilon).sqrt()
-        normalised = (x.double() - self.mean) / scale
-        return normalised.clamp(-self.clip, self.clip).to(
-            x.dtype if x.is_floating_point() else torch.float32
-        )
+        normalised = ((x.double() - self.mean) / scale).clamp(-self.clip, self.clip)
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return torch.where(self.count > 0, normalised, x.double()).to(dtype)
 
 
 class TreeNormalizer(nn.Module):

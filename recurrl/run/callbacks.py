@@ -78,7 +78,8 @@ class RunInfo:
             parameters=sum(p.numel() for p in policy.parameters() if p.requires_grad),
             core=config.policy.core,
             cells=describe_cells(policy, trainer.device, envs.num_envs),
-            device=str(trainer.device),
+            device=str(trainer.device)
+            + (f" ({trainer.device_reason})" if getattr(trainer, "device_reason", "") else ""),
             start_step=trainer.global_step,
             total_steps=total_steps,
             steps_per_update=trainer.steps_per_update,

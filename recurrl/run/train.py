@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from recurrl.algo import ppo
-from recurrl.algo.distributed import World, resolve_device, setup_world
+from recurrl.algo.device_rollout import DeviceCollector, DeviceRewardScaler, is_device_env
+from recurrl.algo.distributed import World, auto_device, resolve_device, setup_world
 from recurrl.algo.make_env import EnvSource, make_vector_env
 from recurrl.algo.optim import make_optimizer
 from recurrl.algo.returns import RewardScaler
 from recurrl.algo.rollout import Collector, Rollout
-from recurrl.config import Config, to_dict
+from recurrl.config import Config, ConfigError, to_dict
 from recurrl.errors import (
     CheckpointWriteError,
     DivergenceError,
@@ -100,7 +101,11 @@ class Trainer:
             require_tensorboard()  # refuse before anything starts (on every rank alike)
         if config.run.torch_threads:
             torch.set_num_threads(config.run.torch_threads)
-        self.device = resolve_device(config.device, self.world)
+        device_envs = config.env.vectorization == "torch"
+        self.device = resolve_device(config.device, self.world, config.env.num_envs, device_envs)
+        self.device_reason = ""
+        if config.device == "auto":
+            self.device_reason = auto_device(config.env.num_envs, device_envs, self.world)[1]
         self.evaluation = PeriodicEval(config, self.world, self.device, self.eval_env)
         self.generator = seed_everything(self.world.seed(config.seed))
         self.envs = make_vector_env(config.env, env=env)
@@ -111,6 +116,43 @@ class Trainer:
                 self.envs.close()
             raise
 
+    def _collector(self, seed: int) -> Collector | DeviceCollector:
+        """The rollout collector for the envs: on the device for a device-resident env."""
+        config, ppo = self.config, self.config.ppo
+        if is_device_env(self.envs):
+            if config.env.skip_nonfinite:
+                raise ConfigError(
+                    "env.skip_nonfinite is not supported with env.vectorization=torch"
+                )
+            scaler = None
+            if config.env.normalize_reward:
+                scaler = DeviceRewardScaler(self.envs.num_envs, ppo.gamma, self.device)
+            return DeviceCollector(
+                self.envs,
+                self.policy,
+                ppo.rollout_len,
+                ppo.bptt_len,
+                seed=seed,
+                reward_scaler=scaler,
+                env_id=config.env.id,
+                world=self.world,
+                capture=config.run.cuda_graphs and self.device.type == "cuda",
+            )
+        reward_scaler = None
+        if config.env.normalize_reward:
+            reward_scaler = RewardScaler(self.envs.num_envs, ppo.gamma)
+        return Collector(
+            self.envs,
+            self.policy,
+            ppo.rollout_len,
+            ppo.bptt_len,
+            seed=seed,
+            reward_scaler=reward_scaler,
+            env_id=config.env.id,
+            skip_nonfinite=config.env.skip_nonfinite,
+            world=self.world,
+        )
+
     def _build(self, quiet: bool, resume: dict | None) -> None:
         config, world = self.config, self.world
         self.policy = ActorCritic(
@@ -120,21 +162,8 @@ class Trainer:
             normalize_obs=config.env.normalize_obs,
         ).to(self.device)
         self.optimizer = make_optimizer(self.policy, config.ppo)
-        reward_scaler = None
-        if config.env.normalize_reward:
-            reward_scaler = RewardScaler(self.envs.num_envs, config.ppo.gamma)
         start = 0 if resume is None else resume["global_step"]
-        self.collector = Collector(
-            self.envs,
-            self.policy,
-            config.ppo.rollout_len,
-            config.ppo.bptt_len,
-            seed=world.seed(config.seed + start),
-            reward_scaler=reward_scaler,
-            env_id=config.env.id,
-            skip_nonfinite=config.env.skip_nonfinite,
-            world=world,
-        )
+        self.collector = self._collector(world.seed(config.seed + start))
         self.update, self.global_step, self.last_checkpoint = 0, 0, 0
         self.best_eval_return, self.time_offset = -math.inf, 0.0
         self.anneal_from = (0, config.ppo.learning_rate)  # (step, rate): see anneal_start
