@@ -30,7 +30,7 @@ def tiny_overrides(tmp_path):
 
 # Helpers shared by several test modules (imported as ``from tests.conftest import ...``).
 
-TIMING = {"sps", "time_s"}
+TIMING = {"sps", "time_s", "rollout_s", "update_s"}
 
 # A small run on the test Cue env that exercises every saved piece of training state.
 CUE_OVERRIDES = [

@@ -42,6 +42,8 @@ SECTIONS = {
     "sps": "charts",
     "learning_rate": "charts",
     "time_s": "charts",
+    "rollout_s": "charts",
+    "update_s": "charts",
     "update": "charts",
 }
 

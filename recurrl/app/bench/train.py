@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recurrl.app.bench import cpu_model
-from recurrl.app.cli import plain_text
+from recurrl.app.cli import ArgumentParser, non_negative_int, plain_text, positive_int
 
 
 def machine() -> dict[str, Any]:
@@ -58,16 +58,22 @@ def run_recurrl(
     threads: int,
     vectorization: str = "auto",
     seed: int = 1,
+    core: str = "lstm",
 ) -> dict:
     """Train recurrl for ``steps`` and time it (the first update, which warms up, is excluded).
 
     ``vectorization`` is ``env.vectorization``: ``auto`` takes the env's native batched version
     where it has one, ``sync`` Gymnasium's ``SyncVectorEnv`` of single envs (like sb3-contrib's
-    ``DummyVecEnv``).
+    ``DummyVecEnv``), ``torch`` the env's device-resident version (stepping on ``device``).
+    ``core`` is ``policy.core`` (LSTM or GRU 128). Besides SPS, the row holds the time split
+    (rollout / update seconds per step, from the trainer's ``rollout_s`` / ``update_s``) and, on
+    a GPU, its peak memory.
     """
     import numpy as np
+    import torch
 
     from recurrl.config import config_from_dict
+    from recurrl.run.progress import describe_cells
     from recurrl.run.train import Trainer
 
     config = config_from_dict(
@@ -79,7 +85,7 @@ def run_recurrl(
             # sb3-contrib's MlpLstmPolicy: observation -> LSTM 128 -> MLP [64, 64] (tanh), for
             # the actor and the critic each.
             "policy": {
-                "core": "lstm",
+                "core": core,
                 "hidden_size": 128,
                 "encoder_sizes": [],
                 "head_sizes": [64, 64],
@@ -102,8 +108,19 @@ def run_recurrl(
     first, last = history[0], history[-1]  # time from the end of the warm-up update
     seconds = last["time_s"] - first["time_s"]
     returns = [m["episodic_return"] for m in history[-3:] if m["episodic_return"] is not None]
+    timed = history[1:]
+    rollout_s = sum(m["rollout_s"] for m in timed)
+    update_s = sum(m["update_s"] for m in timed)
+    gpu_mb = None
+    if torch.cuda.is_available() and str(device).startswith("cuda"):
+        gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    library = "recurrl" if vectorization == "auto" else f"recurrl/{vectorization}"
     return {
-        "library": "recurrl" if vectorization == "auto" else f"recurrl/{vectorization}",
+        "library": library if core == "lstm" else f"{library}/{core}",
+        "rollout_share": rollout_s / max(rollout_s + update_s, 1e-9),
+        "peak_gpu_mb": gpu_mb,
+        "cells": describe_cells(trainer.policy, trainer.device, num_envs),
+        "capture": getattr(trainer.collector, "capture_note", None),
         "seed": seed,
         "num_envs": num_envs,
         "steps": trainer.global_step,
@@ -179,25 +196,39 @@ def _sb3_available() -> bool:
 
 def _format(row: dict) -> str:
     ret = row["final_return"]
-    return (
+    text = (
         f"{row['library']:<14} {row['num_envs']:>8} {row['steps']:>9,} {row['sps']:>10,.0f} "
         f"{(f'{ret:.1f}' if ret is not None else '-'):>12} {row['peak_rss_mb']:>12,.0f}"
     )
+    if "rollout_share" in row:  # recurrl's rows: the time split, GPU memory, cells, capture
+        gpu = row.get("peak_gpu_mb")
+        text += f" {row['rollout_share']:>8.0%} {(f'{gpu:,.0f}' if gpu else '-'):>8}"
+        text += f"  {row.get('cells') or ''} {row.get('capture') or ''}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recurrl bench train", description=plain_text(__doc__))
+    parser = ArgumentParser(prog="recurrl bench train", description=plain_text(__doc__))
     parser.add_argument("--env", default="recurrl/CartPoleNoVelocity-v0")
-    parser.add_argument("--steps", type=int, default=32_768, help="timed steps per run")
+    parser.add_argument("--steps", type=positive_int, default=32_768, help="timed steps per run")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--bptt-len", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries")
+    parser.add_argument("--bptt-len", type=positive_int, default=16)
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads for both libraries"
+    )
     parser.add_argument("--scaling", default="8,64,512", help="num_envs values for table 2")
     parser.add_argument("--scaling-env", default=None, help="env for table 2 (default --env)")
+    parser.add_argument(
+        "--scaling-vectorization",
+        default="auto",
+        help="env.vectorization for table 2 (torch: the env steps on --device)",
+    )
+    parser.add_argument("--cores", default="lstm", help="policy cores for table 2: lstm,gru")
+    parser.add_argument("--only-scaling", action="store_true", help="skip table 1")
     parser.add_argument("--no-sb3", action="store_true", help="skip sb3-contrib")
     parser.add_argument(
         "--learning-steps",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="table 3: both libraries trained this long on --env per seed (0: skip)",
     )
@@ -217,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.threads} threads), GPU: {info['gpu'] or 'none'}, device {args.device}"
     )
     header = f"{'library':<14} {'num_envs':>8} {'steps':>9} {'SPS':>10} {'final return':>12} "
-    header += f"{'peak MB':>12}"
+    header += f"{'peak MB':>12} {'rollout':>8} {'GPU MB':>8}  cells"
     print(
         f"\n1. {args.env}: 8 envs x 128 steps, LSTM 128 + MLP [64, 64] for actor and critic "
         f"(sb3-contrib MlpLstmPolicy), 4 epochs, 4 minibatches\n{header}"
@@ -230,14 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "threads": args.threads,
     }
-    for vectorization in ("auto", "sync"):  # the env's own batched version, and SyncVectorEnv
+    for vectorization in (
+        () if args.only_scaling else ("auto", "sync")
+    ):  # the env's own batched version, and SyncVectorEnv
         row = _in_subprocess(
             "recurrl", **common, bptt_len=args.bptt_len, vectorization=vectorization
         )
         if row:
             comparison.append(row)
             print(_format(row), flush=True)
-    if not args.no_sb3 and _sb3_available():
+    if args.only_scaling:
+        pass
+    elif not args.no_sb3 and _sb3_available():
         row = _in_subprocess("sb3", **common)
         if row:
             print(_format(row), flush=True)
@@ -248,22 +283,28 @@ def main(argv: list[str] | None = None) -> int:
         print("sb3-contrib not installed (pip install -e .[bench]); skipped")
 
     scaling_env = args.scaling_env or args.env
-    print(f"\n2. recurrl scaling on {scaling_env}\n{header}")
+    print(
+        f"\n2. recurrl scaling on {scaling_env} (env.vectorization {args.scaling_vectorization}; "
+        f"rollout: the share of time spent collecting)\n{header}"
+    )
     scaling = []
-    for num_envs in (int(n) for n in args.scaling.split(",")):
-        steps = max(args.steps, num_envs * 128 * 3)
-        row = _in_subprocess(
-            "recurrl",
-            env_id=scaling_env,
-            num_envs=num_envs,
-            steps=steps,
-            device=args.device,
-            bptt_len=args.bptt_len,
-            threads=args.threads,
-        )
-        if row:
-            scaling.append(row)
-            print(_format(row), flush=True)
+    for core in args.cores.split(","):
+        for num_envs in (int(n) for n in args.scaling.split(",")):
+            steps = max(args.steps, num_envs * 128 * 2)  # >= 2 timed updates
+            row = _in_subprocess(
+                "recurrl",
+                env_id=scaling_env,
+                num_envs=num_envs,
+                steps=steps,
+                device=args.device,
+                bptt_len=args.bptt_len,
+                threads=args.threads,
+                vectorization=args.scaling_vectorization,
+                core=core,
+            )
+            if row:
+                scaling.append(row)
+                print(_format(row), flush=True)
     learning = _learning_table(args, common, header) if args.learning_steps else []
     results = {"machine": info, "comparison": comparison, "scaling": scaling, "learning": learning}
     Path(args.out).write_text(json.dumps(results, indent=2))
