@@ -58,3 +58,19 @@ def test_reset_only_step_does_not_leak_into_previous_episode():
     delta0 = 1.0 + 0.9 * 0.5 - 0.5
     assert torch.allclose(advantages[1], torch.tensor([delta1]))
     assert torch.allclose(advantages[0], torch.tensor([delta0 + 0.9 * 0.95 * delta1]))
+
+
+def test_the_doubling_scan_used_on_gpus_matches_the_reference():
+    from recurrl.algo.returns import reverse_linear_scan
+
+    rng = np.random.default_rng(1)
+    for T in (1, 2, 7, 64, 129):  # powers of two and not
+        rewards, values, next_values = rng.normal(size=(3, T, 6))
+        terminated = rng.random((T, 6)) < 0.1
+        truncated = (rng.random((T, 6)) < 0.1) & ~terminated
+        expected = slow_gae(rewards, values, next_values, terminated, truncated, 0.97, 0.9)
+        continues = 1.0 - (terminated | truncated)
+        deltas = rewards + 0.97 * next_values * (1.0 - terminated) - values
+        factors = torch.as_tensor(0.97 * 0.9 * continues)
+        scanned = reverse_linear_scan(factors, torch.as_tensor(deltas))
+        np.testing.assert_allclose(scanned.numpy(), expected, rtol=1e-10, atol=1e-10)
