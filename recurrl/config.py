@@ -108,6 +108,9 @@ class PPOConfig:
     """GAE lambda."""
     clip_coef: float = 0.2
     """PPO ratio clipping."""
+    anneal_clip: bool = False
+    """Linearly anneal ``clip_coef`` to 0 over ``total_steps`` (rl-baselines3-zoo's ``lin_0.2``):
+    late updates can move the policy less and less, so a good policy is not unlearned."""
     clip_vloss: bool = False
     """Clip the value loss around the rollout-time value (same ``clip_coef``)."""
     ent_coef: float = 0.0

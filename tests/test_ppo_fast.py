@@ -173,3 +173,13 @@ def test_make_optimizer_is_torchs_fused_adam():
         )
     for p, q in zip(policy.parameters(), reference.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_clip_range_anneals_to_zero_only_when_asked():
+    from recurrl.algo.ppo import clip_coef_at
+    from recurrl.config import PPOConfig
+
+    constant = PPOConfig(total_steps=1000, clip_coef=0.2)
+    assert clip_coef_at(constant, 0) == clip_coef_at(constant, 900) == 0.2
+    annealed = PPOConfig(total_steps=1000, clip_coef=0.2, anneal_clip=True)
+    assert [round(clip_coef_at(annealed, s), 6) for s in (0, 500, 1000, 2000)] == [0.2, 0.1, 0, 0]

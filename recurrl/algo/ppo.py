@@ -265,6 +265,13 @@ def learning_rate_at(
     return start_rate * max(0.0, 1.0 - (global_step - start_step) / span)
 
 
+def clip_coef_at(config: PPOConfig, global_step: int) -> float:
+    """``clip_coef``, linearly annealed to 0 at ``total_steps`` when ``anneal_clip`` is on."""
+    if not config.anneal_clip:
+        return config.clip_coef
+    return config.clip_coef * max(0.0, 1.0 - global_step / max(config.total_steps, 1))
+
+
 def optimizer_step(
     policy: torch.nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -15,6 +15,7 @@ every rank's random streams and collector / env state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -226,13 +227,14 @@ class Trainer:
         collected = time.perf_counter()
         advantages, returns = rollout.advantages(config.ppo.gamma, config.ppo.gae_lambda)
         self.policy.train()
+        clip_coef = ppo.clip_coef_at(config.ppo, self.global_step)
         stats = ppo.update(
             self.policy,
             self.optimizer,
             rollout,
             advantages,
             returns,
-            config.ppo,
+            dataclasses.replace(config.ppo, clip_coef=clip_coef),
             self.generator,
             self.world,
         )
