@@ -64,20 +64,36 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   tail -n 25 "$out/$name.txt"
 }
 
-# 1. parity of every implementation on the GPU against the reference (outputs, gradients, resets)
-step parity 60 "$python" -m pytest -q -p no:cacheprovider tests/test_nn_fast.py -k cuda
-# 2. `device: cuda` end to end: train a short memory run on the GPU, then evaluate it
-step train_cuda 90 "$python" -m recurrl train experiments/tmaze_lstm.yaml device=$dev \
-  ppo.total_steps=40000 run.dir=/tmp/recurrl_runs/tmaze_cuda
-step eval_cuda 30 "$python" -m recurrl eval /tmp/recurrl_runs/tmaze_cuda --episodes 50 --deterministic
-# 3. cells: ours, fused, reference vs cuDNN and the per-step loop, at the shapes too
-step cells_cuda 100 "$python" -m recurrl.app.bench.cells --device $dev --repeats 10 \
+# 0. in the background, on the machine's spare CPU cores: the CartPoleNoVelocity stability sweep
+#    (greedy return over seeds and budgets per PPO variant; scripts/seed_sweep.py)
+workers=$(( $(nproc) > 8 ? $(nproc) - 7 : 1 ))
+if [ "${SWEEP:-1}" = 1 ]; then
+  timeout "${SWEEP_LIMIT:-400}" "$python" "$repo/scripts/seed_sweep.py" \
+    experiments/cartpole_novelocity_lstm.yaml --workers "$workers" --seeds 1,2,3,4,5 \
+    --budgets 100000,150000,200000 --variant base= --variant anneal_clip=ppo.anneal_clip=true \
+    --variant zoo=ppo.anneal_clip=true,ppo.num_minibatches=1,ppo.update_epochs=20 \
+    --variant anneal_clip_kl=ppo.anneal_clip=true,ppo.target_kl=0.02 \
+    --out "$out/sweep_cartpole.json" > "$out/sweep_cartpole.txt" 2>&1 &
+fi
+# 1. parity on the GPU: every implementation against the reference (outputs, gradients, resets),
+#    Triton against fused, device envs, the CUDA-graph acting step
+step parity 60 "$python" -m pytest -q -p no:cacheprovider tests/test_nn_fast.py tests/test_triton.py \
+  tests/test_device_rollout.py tests/test_envs_device.py -k "cuda or triton"
+# 2. cells: ours (auto: triton on CUDA), fused, reference vs cuDNN and the per-step loop
+step cells_cuda 60 "$python" -m recurrl.app.bench.cells --device $dev --repeats 10 \
   --shapes 128x64x128,32x256x256,64x8192x128,16x4096x256 --out "$out/cells_cuda.json"
-# 4. training throughput on the GPU against sb3-contrib, and scaling with num_envs
-step train_bench_cuda 150 "$python" -m recurrl.app.bench.train --device $dev --steps 16384 \
-  --scaling 64,512,4096 --scaling-env recurrl/TMaze-v0 --out "$out/train_cuda.json"
-# 5. the fast test suite with CUDA present (device: auto picks it), on 8 workers
-if "$python" -c "import xdist" 2>/dev/null; then workers=(-n 8); else workers=(); fi
-step tests_fast 90 "$python" -m pytest -q --maxfail=25 -p no:cacheprovider -m "not slow" --ignore=tests/test_packaging.py \
-  --ignore=tests/test_tracking.py --deselect tests/test_callbacks.py::test_banner_of_a_real_run_and_its_resume "${workers[@]}"
+# 3. training throughput on the GPU with a device-resident env, LSTM 128 and GRU 128, 1k-64k envs
+#    (SPS, the share of time collecting, peak GPU memory); sb3-contrib's row is in train_cuda_run1
+step train_bench_cuda 170 "$python" -m recurrl.app.bench.train --device $dev --only-scaling \
+  --scaling "${SCALING:-1024,4096,16384,65536}" --scaling-env recurrl/TMaze-v0 \
+  --scaling-vectorization torch --cores lstm,gru --out "$out/train_cuda.json"
+# 4. learning: the same experiments on the GPU with device-resident envs and on the CPU path
+step learning_gpu_cpu 120 "$python" "$repo/scripts/seed_sweep.py" experiments/tmaze_lstm.yaml \
+  --workers 6 --seeds 1,2,3 --budgets 200000 --variant cpu=device=cpu \
+  --variant gpu_torch_envs=device=$dev,env.vectorization=torch --out "$out/learning_tmaze.json" &
+step learning_gpu_cpu_rp 120 "$python" "$repo/scripts/seed_sweep.py" \
+  experiments/repeat_previous_lstm.yaml --workers 6 --seeds 1,2,3 --budgets 400000 \
+  --variant cpu=device=cpu --variant gpu_torch_envs=device=$dev,env.vectorization=torch \
+  --out "$out/learning_repeat_previous.json" &
+wait
 echo "wrote $out"

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 
@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for job in jobs
             }
-            results = {job: future.result() for job, future in futures.items()}
+            results = {}
+            jobs_of = {future: job for job, future in futures.items()}
+            for future in as_completed(jobs_of):  # each as it ends: a cut-off sweep says some
+                job = jobs_of[future]
+                results[job] = future.result()
+                outcome = results[job].get("score", results[job].get("error"))
+                print(f"done: {job[0]} budget={job[1]} seed={job[2]}: {outcome}", flush=True)
     print(
         f"# {args.experiment}: greedy return over {args.episodes} episodes per seed "
         f"(seeds {args.seeds}), {os.cpu_count()} cores, {args.workers} runs at a time"
