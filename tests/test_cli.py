@@ -62,10 +62,11 @@ def test_train_then_eval_writes_eval_json(tiny_overrides, tmp_path, capsys):
     assert main(["train", "experiments/quickstart.yaml", *tiny_overrides, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "training return:" in out and "final policy: return" in out
+    assert "episodes (deterministic)" in out
     run_dir = tmp_path / "run"
     assert main(["eval", str(run_dir), "--episodes", "5", "--deterministic"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("return ") and line.endswith("over 5 episodes")
+    assert line.startswith("return ") and line.endswith("over 5 episodes (deterministic)")
     written = json.loads((run_dir / "eval.json").read_text())
     assert written["episodes"] == 5 and len(written["returns"]) == 5
     assert main(["eval", str(tmp_path / "missing")]) == 2

@@ -102,3 +102,140 @@ def test_later_overrides_win_and_a_second_path_is_refused(tmp_path, capsys):
     assert "expected dotted.key=value" in capsys.readouterr().err
     with pytest.raises(CheckpointError):  # the overrides alone are not taken for a path
         load_run(["seed=2", "--resume", str(tmp_path / "nothing"), "seed=3"])
+
+
+# --- honest evaluation output (issue 14, item 6) ----------------------------------------------
+
+REFUSED = [
+    (["eval", "RUN", "--episodes", "0"], "--episodes"),
+    (["eval", "RUN", "--episodes", "-1"], "--episodes"),
+    (["eval", "RUN", "--seed", "-3"], "--seed"),
+    (["eval", "RUN", "--fps", "0"], "--fps"),
+    (["eval", "RUN", "--stochastic", "--deterministic"], "--deterministic"),
+    (["train", "--eval-episodes=-1"], "--eval-episodes"),
+    (["suite", "SUITE.yaml", "--seeds", "0"], "--seeds"),
+    (["suite", "SUITE.yaml", "--jobs", "-2"], "--jobs"),
+    (["plot", "RUN", "--smooth", "0"], "--smooth"),
+    (["bench", "cells", "--repeats", "0"], "--repeats"),
+    (["bench", "cells", "--threads", "-1"], "--threads"),
+    (["bench", "train", "--steps", "-5"], "--steps"),
+    (["bench", "train", "--learning-steps", "-1"], "--learning-steps"),
+    (["bench", "envs", "--sync-envs", "0"], "--sync-envs"),
+    (["bench", "envs", "--seconds", "-1"], "--seconds"),
+]
+
+
+@pytest.mark.parametrize(("argv", "option"), REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_a_bad_number_is_one_line_naming_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"argument {option}" in err and "Traceback" not in err
+
+
+def test_the_console_script_refuses_a_bad_number_in_one_line():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "recurrl", "eval", "RUN", "--episodes", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "recurrl eval: error: argument --episodes: expected a positive integer, got '0' "
+        "(see recurrl eval --help)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.959, "0.959"),
+        (0.019, "0.019"),
+        (500.0, "500"),
+        (487.34, "487.3"),
+        (12345.6, "12346"),
+        (-0.5, "-0.5"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (0.00001234, "0.00001234"),
+    ],
+)
+def test_returns_keep_their_significant_digits(value, text):
+    from recurrl.algo.evaluate import format_return
+
+    assert format_return(value) == text
+
+
+@pytest.fixture
+def untrained_checkpoint(tmp_path):
+    """A run folder with an untrained PointRecall policy's checkpoint (nothing trained)."""
+    import gymnasium as gym
+
+    from recurrl.config import load_config, to_dict
+    from recurrl.policy import ActorCritic
+    from recurrl.run.checkpoints import save_checkpoint
+
+    config = load_config(None, ["env.id=recurrl/PointRecall-v0", "policy.hidden_size=8"])
+    env = gym.make(config.env.id)
+    policy = ActorCritic(
+        env.observation_space, env.action_space, config.policy, config.env.normalize_obs
+    )
+    run_dir = tmp_path / "run"
+    save_checkpoint(run_dir / "checkpoints" / "final.pt", policy, to_dict(config), 0)
+    return run_dir
+
+
+def test_eval_is_greedy_by_default_and_says_so(untrained_checkpoint, monkeypatch, capsys):
+    import json
+
+    from recurrl.algo import evaluate
+
+    calls = []
+
+    def fake_evaluate(policy, env_config, episodes, deterministic, seed=0):
+        calls.append(deterministic)
+        return [0.94, 0.978] * (episodes // 2)  # mean 0.959, std 0.019
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    run_dir = untrained_checkpoint
+    for flags, mode in (([], "deterministic"), (["--deterministic"], "deterministic")):
+        assert main(["eval", str(run_dir), "--episodes", "20", *flags]) == 0
+        out = capsys.readouterr().out
+        assert out == f"return 0.959 ± 0.019 over 20 episodes ({mode})\n"
+        written = json.loads((run_dir / "eval.json").read_text())
+        assert (written["mode"], written["deterministic"]) == (mode, True)
+    assert main(["eval", str(run_dir), "--episodes", "4", "--stochastic"]) == 0
+    assert capsys.readouterr().out == "return 0.959 ± 0.019 over 4 episodes (stochastic)\n"
+    written = json.loads((run_dir / "eval.json").read_text())
+    assert (written["mode"], written["deterministic"]) == ("stochastic", False)
+    assert calls == [True, True, False]
+
+
+def test_eval_runs_greedy_episodes_for_real(untrained_checkpoint, capsys):
+    assert main(["eval", str(untrained_checkpoint), "--episodes", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("return ") and line.endswith(" over 2 episodes (deterministic)")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("exp.yaml", "name: x\nseed: 1\n", "not a checkpoint (a YAML file"),
+        ("notes.txt", "hello\n", "not a checkpoint (a text file)"),
+        ("damaged.pt", "not a checkpoint", "cannot read checkpoint"),  # named .pt: damaged
+    ],
+)
+def test_eval_of_a_file_that_is_not_a_checkpoint_says_so(name, content, message, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_text(content)
+    assert main(["eval", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+    assert len(err.strip().splitlines()) == 1
+    if not name.endswith(".pt"):
+        assert "cannot read" not in err and "corrupted" not in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -68,3 +70,25 @@ def evaluate(
     finally:
         envs.close()
     return [value for per_env in returns for value in per_env]
+
+
+def format_return(value: float, digits: int = 4) -> str:
+    """A return as the command line prints it: ``digits`` significant digits (and every digit
+    before the point), no exponent, trailing zeros dropped.
+
+    ``0.959`` stays ``0.959``, ``0.0191`` is ``0.0191``, ``500.0`` is ``500``, ``487.34`` is
+    ``487.3`` and ``12345.6`` is ``12346``.
+    """
+    value = float(value)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}".replace("-0", "0")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def format_mean_std(values: list[float]) -> str:
+    """``mean ± std`` of ``values``, each with :func:`format_return`."""
+    return f"{format_return(np.mean(values))} ± {format_return(np.std(values))}"

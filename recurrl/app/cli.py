@@ -24,6 +24,45 @@ def plain_text(doc: str, markdown: bool = False) -> str:
     return doc.replace("``", "`" if markdown else "")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a refused argument is one line on stderr (exit 2): the error, then where
+    the usage is, instead of the usage block and then the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (argparse names the option in its message)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     """Train (or resume); under torchrun every rank runs this, rank 0 reads the config and
     checkpoint and hands them to the others, logs and prints the summary."""
@@ -79,7 +118,7 @@ def _load_run(args: argparse.Namespace):
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from recurrl.algo.evaluate import evaluate
+    from recurrl.algo.evaluate import evaluate, format_mean_std, format_return
     from recurrl.algo.make_env import make_vector_env
     from recurrl.config import config_from_dict
     from recurrl.run.checkpoints import (
@@ -96,15 +135,17 @@ def _eval(args: argparse.Namespace) -> int:
     envs.close()
     check_spaces(payload, envs.single_observation_space, envs.single_action_space, env_config.id)
     policy, config = policy_from_checkpoint(payload)
+    deterministic = not args.stochastic  # greedy by default, as the training summary
+    mode = "deterministic" if deterministic else "stochastic"
     if args.video:
         from recurrl.app.video import record_episode, write_video
 
-        frames, total, fps = record_episode(policy, config.env, args.deterministic, args.seed)
+        frames, total, fps = record_episode(policy, config.env, deterministic, args.seed)
         written = write_video(frames, args.video, fps=args.fps or fps)
-        print(f"video: {written} ({len(frames)} frames, return {total:.1f})")
-    returns = evaluate(policy, config.env, args.episodes, args.deterministic, seed=args.seed)
+        print(f"video: {written} ({len(frames)} frames, return {format_return(total)}, {mode})")
+    returns = evaluate(policy, config.env, args.episodes, deterministic, seed=args.seed)
     mean, std = float(np.mean(returns)), float(np.std(returns))
-    print(f"return {mean:.1f} ± {std:.1f} over {len(returns)} episodes")
+    print(f"return {format_mean_std(returns)} over {len(returns)} episodes ({mode})")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = Path(args.out) if args.out else run_dir / "eval.json"
     out.write_text(
@@ -113,7 +154,8 @@ def _eval(args: argparse.Namespace) -> int:
                 "checkpoint": str(path),
                 "env_id": config.env.id,
                 "episodes": len(returns),
-                "deterministic": args.deterministic,
+                "mode": mode,
+                "deterministic": deterministic,
                 "mean": mean,
                 "std": std,
                 "returns": returns,
@@ -232,7 +274,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recurrl", description=plain_text(__doc__))
+    parser = ArgumentParser(prog="recurrl", description=plain_text(__doc__))
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train from a YAML experiment")
@@ -243,7 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", help="no per-update lines")
     train.add_argument(
-        "--eval-episodes", type=int, default=10, help="final evaluation episodes (0: none)"
+        "--eval-episodes",
+        type=non_negative_int,
+        default=10,
+        help="final evaluation episodes, greedy actions (default 10; 0: none)",
     )
     train.set_defaults(func=_train)
 
@@ -252,17 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", help="run folder (its checkpoints/final.pt or latest.pt) or a .pt file"
     )
     evaluate.add_argument(
-        "--episodes", type=int, default=20, help="episodes to evaluate (default 20)"
+        "--episodes", type=positive_int, default=20, help="episodes to evaluate (default 20)"
+    )
+    mode = evaluate.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample actions from the policy (default: greedy, as the training summary)",
+    )
+    mode.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="greedy actions: the default (kept for older scripts)",
     )
     evaluate.add_argument(
-        "--deterministic", action="store_true", help="greedy actions (default: sampled)"
-    )
-    evaluate.add_argument(
-        "--seed", type=int, default=12345, help="seed of the evaluation envs (default 12345)"
+        "--seed",
+        type=non_negative_int,
+        default=12345,
+        help="seed of the evaluation envs (default 12345)",
     )
     evaluate.add_argument("--out", help="where to write eval.json (default: the run folder)")
     evaluate.add_argument("--video", metavar="PATH", help="also record one episode (.gif, .mp4)")
-    evaluate.add_argument("--fps", type=int, help="frames per second of --video (default: env's)")
+    evaluate.add_argument(
+        "--fps", type=positive_int, help="frames per second of --video (default: env's)"
+    )
     evaluate.set_defaults(func=_eval)
 
     plot = commands.add_parser(
@@ -272,7 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="curves.png", help="image file (default curves.png)")
     plot.add_argument("--x", choices=["steps", "wall"], default="steps", help="x axis")
     plot.add_argument(
-        "--smooth", type=int, default=1, metavar="N", help="moving average over N points (1: none)"
+        "--smooth",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="moving average over N points (1: none)",
     )
     plot.add_argument(
         "--normalize",
@@ -284,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite = commands.add_parser("suite", help="run a benchmark suite over seeds, then report")
     suite.add_argument("suite", help="suite YAML (e.g. experiments/suites/memory.yaml)")
     suite.add_argument("overrides", nargs="*", help="dotted.key=value for every run")
-    suite.add_argument("--seeds", type=int, default=3, help="seeds 1..N per experiment")
-    suite.add_argument("--jobs", type=int, default=1, help="training processes at once")
+    suite.add_argument("--seeds", type=positive_int, default=3, help="seeds 1..N per experiment")
+    suite.add_argument("--jobs", type=positive_int, default=1, help="training processes at once")
     suite.add_argument("--out", help="suite folder (default runs/suites/<name>-<time>)")
     suite.set_defaults(func=_suite)
 

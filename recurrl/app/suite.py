@@ -136,7 +136,9 @@ def run_jobs(jobs: list[Job], parallel: int) -> list[Job]:
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "-"
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    from recurrl.algo.evaluate import format_mean_std
+
+    return format_mean_std(values)  # 4 significant digits, as the command line prints returns
 
 
 def _fraction(values: list[float], optimum: float | None) -> str:

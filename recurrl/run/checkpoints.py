@@ -271,6 +271,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path}: refused: it holds objects other than tensors and plain data "
                 f"({', '.join(sorted(unsafe))})"
             ) from None
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path}: not a checkpoint ({_what_file(path)}); expected a run folder or a "
+                f".pt file written by recurrl"
+            ) from None
         damage = "corrupted" if isinstance(error, pickle.UnpicklingError) else type(error).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint ({damage})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -281,6 +286,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"supported by recurrl {recurrl.__version__} (expects {FORMAT_VERSION})"
         )
     return payload
+
+
+# How a file written by torch.save starts: a zip archive (the format since torch 1.6) or, in
+# the legacy format, a pickle (protocol 2 and up start with 0x80).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".tmp"}
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` could be a (damaged) torch file rather than some other file: it starts
+    as one, is empty, or carries a checkpoint's suffix. A YAML config or a text file does not."""
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as file:
+            head = file.read(4)
+        if not head or head.startswith(_TORCH_MAGIC):
+            return True
+    return path.suffix.lower() in _CHECKPOINT_SUFFIXES
+
+
+def _what_file(path: Path) -> str:
+    """A few words on what ``path`` is, for the message refusing it as a checkpoint."""
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        return "a YAML file, a config?"
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return "a binary file torch.save did not write" if b"\0" in head else "a text file"
 
 
 def _unsafe_globals(path: Path) -> list[str]:

@@ -159,17 +159,19 @@ class Summary(Callback):
         import numpy as np
 
         from recurrl import envs
-        from recurrl.algo.evaluate import evaluate
+        from recurrl.algo.evaluate import evaluate, format_mean_std, format_return
 
         config = self.info.config
         returns = [m["episodic_return"] for m in result.history]
         returns = [r for r in returns if r is not None and r == r]  # updates where episodes ended
         tenth = max(1, len(returns) // 10)
-        first = f"{np.mean(returns[:tenth]):.1f}" if returns else "-"
-        last = f"{np.mean(returns[-tenth:]):.1f}" if returns else "-"
+        first = format_return(np.mean(returns[:tenth])) if returns else "-"
+        last = format_return(np.mean(returns[-tenth:])) if returns else "-"
         seconds = result.history[-1]["time_s"] if result.history else 0.0
         facts = envs.ENVIRONMENTS.get(config.env.id.split(":")[-1], {})
         optimum = facts.get("optimal_return")
+        if isinstance(optimum, (int, float)):
+            optimum = format_return(optimum)
         optimum_text = f" (optimum {optimum})" if optimum is not None else ""
         lines = [
             f"trained {result.global_step:,} steps in {seconds:.0f}s"
@@ -181,8 +183,8 @@ class Summary(Callback):
                 result.policy, config.env, self.eval_episodes, True, 10_000, env=self.info.eval_env
             )
             lines.append(
-                f"final policy: return {np.mean(final):.1f} ± {np.std(final):.1f} over "
-                f"{len(final)} deterministic episodes{optimum_text}"
+                f"final policy: return {format_mean_std(final)} over {len(final)} episodes "
+                f"(deterministic){optimum_text}"
             )
         lines.append(f"run folder: {result.run_dir}  (recurrl eval {result.run_dir})")
         return "\n".join(lines)

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from recurrl.app.bench import cpu_model
-from recurrl.app.cli import plain_text
+from recurrl.app.cli import ArgumentParser, non_negative_int, plain_text, positive_int
 from recurrl.nn import GRU, LSTM, native
 from recurrl.nn.cores import resolve_impl
 
@@ -212,7 +212,7 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="recurrl bench cells", description=plain_text(__doc__.split("\n\n")[0])
     )
     default_shapes = ",".join("x".join(map(str, shape)) for shape in SHAPES)
@@ -223,18 +223,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated TxBxH (default {default_shapes})",
     )
     parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm, gru")
-    parser.add_argument("--repeats", type=int, default=7, help="timed passes per candidate")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed passes per candidate")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=7, help="timed passes per candidate"
+    )
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=1, help="untimed passes per candidate"
+    )
     parser.add_argument("--reset-prob", type=float, default=0.02, help="episode-start rate")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
     args = parser.parse_args(argv)
     unknown = set(args.cells.split(",")) - set(CELLS)
     if unknown:
         parser.error(f"--cells: unknown {sorted(unknown)}; choose from {sorted(CELLS)}")
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1 and --warmup >= 0")
     return args
 
 

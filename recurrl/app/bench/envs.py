@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ import numpy as np
 
 from recurrl import envs
 from recurrl.app.bench import cpu_model
-from recurrl.app.cli import plain_text
+from recurrl.app.cli import ArgumentParser, plain_text, positive_float, positive_int
 
 SUITE = [
     env_id.split("/")[1][:-3] for env_id in envs.ENVIRONMENTS if gym.spec(env_id).vector_entry_point
@@ -107,12 +106,16 @@ def print_table(results: list[dict[str, Any]], sizes: list[int], sync_envs: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recurrl bench envs", description=plain_text(__doc__))
+    parser = ArgumentParser(prog="recurrl bench envs", description=plain_text(__doc__))
     parser.add_argument("--out", help="write the results as JSON to this file")
     parser.add_argument("--envs", default=",".join(SUITE), help="comma-separated env names")
     parser.add_argument("--sizes", default="1,256,4096", help="num_envs values, comma-separated")
-    parser.add_argument("--sync-envs", type=int, default=1024, help="num_envs for the comparison")
-    parser.add_argument("--seconds", type=float, default=1.0, help="timing per measurement")
+    parser.add_argument(
+        "--sync-envs", type=positive_int, default=1024, help="num_envs for the comparison"
+    )
+    parser.add_argument(
+        "--seconds", type=positive_float, default=1.0, help="timing per measurement"
+    )
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
     args = parser.parse_args(argv)
     names = [name for name in args.envs.split(",") if name]
