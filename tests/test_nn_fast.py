@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recurrl.nn import GRU, LSTM, fused, matmul
+from recurrl.nn import GRU, LSTM, fused, matmul, triton_kernels
 from recurrl.nn.cores import resolve_impl
 from recurrl.nn.fused import common as fused_common
 
@@ -19,11 +19,11 @@ def block_elements(request, monkeypatch):
     return request.param
 
 
-def make_pair(cls, sizes: tuple[int, int, int], dtype, device="cpu"):
-    """A fused and a reference core with the same weights."""
+def make_pair(cls, sizes: tuple[int, int, int], dtype, device="cpu", impl="fused"):
+    """A fast (``impl``) and a reference core with the same weights."""
     input_size, hidden, num_layers = sizes
     reference = cls(input_size, hidden, num_layers, impl="reference").to(device, dtype)
-    fast = cls(input_size, hidden, num_layers, impl="fused").to(device, dtype)
+    fast = cls(input_size, hidden, num_layers, impl=impl).to(device, dtype)
     fast.load_state_dict(reference.state_dict())
     return fast, reference
 
@@ -165,8 +165,11 @@ def test_frozen_parameters_and_plain_inputs(cls):
 def test_impl_selection():
     assert resolve_impl("auto", torch.device("cpu"), torch.float64) == "fused"
     assert resolve_impl("auto", torch.device("cpu"), torch.float32, 1 << 30) == "fused"
-    assert resolve_impl("auto", torch.device("cuda")) == "fused"  # pure torch: any device
-    assert resolve_impl("auto", torch.device("cuda"), torch.float32, 1) == "fused"
+    cuda = torch.device("cuda")
+    on_cuda = "triton" if triton_kernels.available(cuda) else "fused"  # fused: any device
+    assert resolve_impl("auto", cuda) == on_cuda
+    assert resolve_impl("auto", cuda, torch.float32, 1) == on_cuda
+    assert resolve_impl("auto", cuda, torch.float64) == "fused"
     assert resolve_impl("reference", torch.device("cpu")) == "reference"
     with pytest.raises(ValueError, match="impl"):
         LSTM(2, 3, impl="cudnn")

@@ -7,14 +7,16 @@ torch's (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ...
 
 State: LSTM ``(h, c)``, GRU ``h``; each tensor ``[num_layers, B, H]``.
 
-Three implementations compute the same thing: ``"reference"`` (:mod:`recurrl.nn.reference`, the
+Four implementations compute the same thing: ``"reference"`` (:mod:`recurrl.nn.reference`, the
 readable definition, autograd through the unrolled loop), ``"fused"`` (:mod:`recurrl.nn.fused`,
-whole-sequence autograd Functions with a hand-written backward, any device and dtype) and
+whole-sequence autograd Functions with a hand-written backward, any device and dtype),
 ``"native"`` (:mod:`recurrl.nn.native`, the same Functions with the time loops in C, float32 on
-CPU, built on first use with the machine's C compiler). ``impl="auto"`` (the default) picks what
-was measured fastest (``recurrl bench cells``): ``"native"`` on CPU for float32 when the
-per-step recurrent product is at most :data:`NATIVE_MAX_MACS` multiply-adds and the kernels can be
-built, else ``"fused"`` (pure PyTorch, so any device: CUDA gets it too).
+CPU, built on first use with the machine's C compiler) and ``"triton"``
+(:mod:`recurrl.nn.triton_kernels`, one Triton GPU kernel launch per layer for the whole sequence,
+float32/float64 on CUDA when triton is installed). ``impl="auto"`` (the default) picks:
+``"native"`` on CPU for float32 when the per-step recurrent product is at most
+:data:`NATIVE_MAX_MACS` multiply-adds and the kernels can be built; ``"triton"`` on CUDA for
+float32 when triton is installed; else ``"fused"`` (pure PyTorch, so any device and dtype).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recurrl.nn import fused, native, reference
+from recurrl.nn import fused, native, reference, triton_kernels
 
 LSTMState = tuple[Tensor, Tensor]
-IMPLEMENTATIONS = ("auto", "native", "fused", "reference")
+IMPLEMENTATIONS = ("auto", "native", "fused", "triton", "reference")
 NATIVE_MAX_MACS = 1 << 24
 """Largest per-step recurrent product (``B * H * gates * H``) that ``auto`` gives the C kernels:
 above it one torch product per step (``fused``, which may use several threads) was measured
@@ -49,17 +51,23 @@ def resolve_impl(
     cpu_float32 = device.type == "cpu" and dtype == torch.float32
     if cpu_float32 and step_macs <= NATIVE_MAX_MACS and native.available():
         return "native"
+    # Not on CPU: there triton runs only under TRITON_INTERPRET=1, its interpreter, for tests.
+    cuda_float32 = device.type == "cuda" and dtype == torch.float32
+    if cuda_float32 and triton_kernels.available(device):
+        return "triton"
     return "fused"
 
 
 LSTM_LAYERS = {
     "native": native.native_lstm_layer,
     "fused": fused.lstm_layer,
+    "triton": triton_kernels.lstm_layer,
     "reference": reference.lstm_layer_reference,
 }
 GRU_LAYERS = {
     "native": native.native_gru_layer,
     "fused": fused.gru_layer,
+    "triton": triton_kernels.gru_layer,
     "reference": reference.gru_layer_reference,
 }
 
@@ -153,7 +161,8 @@ class _RecurrentBase(nn.Module):
             )
 
     def _implementation(self, x: Tensor) -> str:
-        """The implementation to run ``x`` with; refuses ``native`` where it cannot run."""
+        """The implementation to run ``x`` with; refuses ``native``/``triton`` where they cannot
+        run."""
         gates = self.gate_multiplier * self.hidden_size
         impl = resolve_impl(self.impl, x.device, x.dtype, x.shape[1] * gates * self.hidden_size)
         if impl == "native" and self.impl != "auto" and not native.supports(x):  # auto checked
@@ -161,6 +170,12 @@ class _RecurrentBase(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: impl='native' runs float32 on CPU with a C compiler "
                 f"({why}); use impl='auto'"
+            )
+        if impl == "triton" and not triton_kernels.supports(x):  # never picked by auto then
+            why = triton_kernels.unavailable_reason(x.device) or f"got {x.dtype}"
+            raise ValueError(
+                f"{type(self).__name__}: impl='triton' runs float32 and float64 on CUDA with "
+                f"triton installed ({why}); use impl='auto' or 'fused'"
             )
         return impl
 
@@ -185,8 +200,8 @@ class LSTM(_RecurrentBase):
         hidden_size: features of ``h`` and ``c``.
         num_layers: stacked layers; every layer resets at the same steps.
         impl: ``"auto"`` (fastest measured for the device, dtype and size), ``"native"``,
-            ``"fused"`` or ``"reference"``; an attribute, so it can also be switched on a built
-            module.
+            ``"fused"``, ``"triton"`` or ``"reference"``; an attribute, so it can also be
+            switched on a built module.
     """
 
     gate_multiplier = 4
