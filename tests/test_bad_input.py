@@ -291,6 +291,15 @@ def test_a_new_run_never_overwrites_one_with_checkpoints(earlier_run, capsys):
 # --- env: unknown id, broken module, errors and NaN mid-rollout -----------------------------
 
 
+@pytest.mark.parametrize("vectorization", ["auto", "torch"])
+def test_env_kwargs_the_env_refuses_are_one_line(vectorization, tmp_path, capsys):
+    overrides = ["env.id=recurrl/TMaze-v0", "env.kwargs.length=-1"]
+    args = train_args(f"run.dir={tmp_path}/r", f"env.vectorization={vectorization}", *overrides)
+    message = "env.kwargs: recurrl/TMaze-v0 rejected its arguments: TMaze: length must be >= 1"
+    refused(capsys, args, message)
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_env_id_suggests_the_closest(capsys, tmp_path):
     err = refused(capsys, train_args(f"run.dir={tmp_path}/r", "env.id=CartPol-v1"), "unknown env")
     assert "(did you mean CartPole-v1?)" in err

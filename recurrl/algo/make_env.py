@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import torch
 
 from recurrl.config import ConfigError, EnvConfig
 
@@ -189,7 +190,11 @@ def _passed_vector_env(
 
 
 def make_vector_env(
-    config: EnvConfig, num_envs: int | None = None, env: EnvSource | None = None
+    config: EnvConfig,
+    num_envs: int | None = None,
+    env: EnvSource | None = None,
+    *,
+    device: str | torch.device = "cpu",
 ) -> gym.vector.VectorEnv:
     """A ``VectorEnv`` of ``num_envs`` (default ``config.num_envs``) copies.
 
@@ -203,10 +208,23 @@ def make_vector_env(
     ``env.vectorization=async``, async); a ``VectorEnv`` is used as is (it must have
     ``num_envs`` envs; the caller keeps it and closes it). Without ``env``, an ``env.id``
     recorded for a factory (``<callable module:Name>``) imports it again where it can.
+
+    ``torch`` builds the id's device-resident env (:mod:`recurrl.envs.device`) on ``device``:
+    it takes and returns tensors there (the other modes ignore ``device``).
+
+    Raises:
+        ConfigError: naming ``env.vectorization`` (no such implementation, or wrappers with
+            ``torch``), ``env.wrappers``, or ``env.kwargs`` (the env refused its arguments:
+            its own message, one line).
     """
     num_envs = num_envs or config.num_envs
     if env is None and config.id.startswith(PASSED):
         env = passed_factory(config.id)  # None: resolve_env_id says what to do
+    if env is not None and not isinstance(env, str) and config.vectorization == "torch":
+        raise ConfigError(
+            "env.vectorization: torch needs an env.id with a torch implementation, not an env "
+            "passed from Python"
+        )
     if env is not None and not isinstance(env, str):
         return _passed_vector_env(config, num_envs, env)
     if env is not None:
@@ -215,6 +233,8 @@ def make_vector_env(
     wrappers = make_wrappers(config)
     spec = gym.spec(env_id)
     mode = config.vectorization
+    if mode == "torch":
+        return _torch_vector_env(config, env_id, num_envs, device)
     if mode == "auto":
         mode = "native" if spec.vector_entry_point is not None and not wrappers else "sync"
     if mode == "native" and spec.vector_entry_point is None:
@@ -237,8 +257,40 @@ def make_vector_env(
             wrappers=wrappers or None,
             **config.kwargs,
         )
-    except TypeError as error:
-        raise ConfigError(f"env.kwargs: {env_id} rejected its arguments: {error}") from None
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise _kwargs_error(config, env_id, error) from None
+
+
+def _kwargs_error(config: EnvConfig, env_id: str, error: Exception) -> ConfigError:
+    """The env's constructor refused ``env.kwargs`` (``env.id`` when there are none): a
+    :class:`ConfigError` with the env's own message on one line."""
+    message = " ".join(str(error).split())
+    key = "env.kwargs" if config.kwargs else "env.id"
+    return ConfigError(f"{key}: {env_id} rejected its arguments: {message}")
+
+
+def _torch_vector_env(
+    config: EnvConfig, env_id: str, num_envs: int, device: str | torch.device
+) -> gym.vector.VectorEnv:
+    """``env.vectorization: torch``: the id's device-resident env on ``device``."""
+    from recurrl.envs.device import TORCH_VECTOR_ENVS, make_torch_vector_env
+
+    if env_id not in TORCH_VECTOR_ENVS:
+        raise ConfigError(
+            f"env.vectorization: {env_id} has no torch implementation; these do: "
+            f"{', '.join(TORCH_VECTOR_ENVS)}"
+        )
+    if config.wrappers:
+        raise ConfigError(
+            "env.vectorization: torch steps the env as tensors and has no single envs for "
+            "env.wrappers; use env.vectorization=native (or sync) with wrappers"
+        )
+    try:
+        return make_torch_vector_env(env_id, num_envs, device, **config.kwargs)
+    except (TypeError, ValueError) as error:
+        raise _kwargs_error(config, env_id, error) from None
 
 
 AUTORESET_MODES = {"NextStep": True, "SameStep": False}
