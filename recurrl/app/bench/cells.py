@@ -7,6 +7,8 @@ one forward + backward pass (gradients of the input and every parameter) of:
   CPU the C kernels of ``recurrl.nn.native`` up to ``NATIVE_MAX_MACS`` per step, else ``fused``;
   the ``impl`` column says which);
 * ``fused``: ``impl="fused"`` (the pure-PyTorch whole-sequence Functions);
+* ``triton``: ``impl="triton"`` (one Triton kernel launch per layer; only on CUDA with triton
+  installed, where ``auto`` picks it for float32);
 * ``reference``: the same module with ``impl="reference"`` (the readable definition);
 * ``vendor``: ``torch.nn.LSTM``/``GRU`` over the whole sequence *without* resets (the floor: the
   vendor kernel cannot reset inside a sequence);
@@ -40,11 +42,11 @@ from torch import Tensor
 
 from recurrl.app.bench import cpu_model
 from recurrl.app.cli import ArgumentParser, non_negative_int, plain_text, positive_int
-from recurrl.nn import GRU, LSTM, native
+from recurrl.nn import GRU, LSTM, native, triton_kernels
 from recurrl.nn.cores import resolve_impl
 
 SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
-CANDIDATES = ("ours", "fused", "reference", "vendor", "per_step")
+CANDIDATES = ("ours", "fused", "triton", "reference", "vendor", "per_step")
 CELLS = {
     "lstm": (LSTM, torch.nn.LSTM, torch.nn.LSTMCell),
     "gru": (GRU, torch.nn.GRU, torch.nn.GRUCell),
@@ -68,6 +70,12 @@ def machine(device: torch.device) -> dict[str, Any]:
             else native.unavailable_reason()
         ),
     }
+
+
+def candidate_names(device: torch.device) -> list[str]:
+    """The candidates run on ``device``: ``triton`` only on CUDA with triton installed."""
+    on_gpu = device.type == "cuda" and triton_kernels.available(device)
+    return [name for name in CANDIDATES if name != "triton" or on_gpu]
 
 
 def per_step_loop(cell: torch.nn.Module, x: Tensor, keep: Tensor, state: Any) -> Tensor:
@@ -106,6 +114,7 @@ def build_candidates(
     ours = ours_cls(hidden, hidden).to(device)
     reference = ours_cls(hidden, hidden, impl="reference").to(device)
     fused = ours_cls(hidden, hidden, impl="fused").to(device)
+    triton = ours_cls(hidden, hidden, impl="triton").to(device)
     vendor = vendor_cls(hidden, hidden).to(device)
     per_step = cell_cls(hidden, hidden).to(device)
     zero = torch.zeros(batch, hidden, device=device)
@@ -118,12 +127,13 @@ def build_candidates(
 
     candidates = {
         "ours": lambda: backward(ours, ours(x, None, episode_start)[0]),
+        "triton": lambda: backward(triton, triton(x, None, episode_start)[0]),
         "reference": lambda: backward(reference, reference(x, None, episode_start)[0]),
         "fused": lambda: backward(fused, fused(x, None, episode_start)[0]),
         "vendor": lambda: backward(vendor, vendor(x)[0]),
         "per_step": lambda: backward(per_step, per_step_loop(per_step, x, keep, cell_state)),
     }
-    return candidates
+    return {name: candidates[name] for name in candidate_names(device)}
 
 
 def auto_impl(cell: str, shape: tuple[int, int, int], device: torch.device) -> str:
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         + f" | native kernels: {info['native_kernels']}",
         flush=True,
     )
-    print(table_header(list(CANDIDATES)), flush=True)
+    print(table_header(candidate_names(device)), flush=True)
     rows = []
     for cell in args.cells.split(","):
         for shape in args.shapes:
