@@ -42,8 +42,8 @@ class EnvConfig:
     """Scale rewards by the running std of the discounted return (episode stats stay raw)."""
     vectorization: str = "auto"
     """``auto`` (the env's native vector env if it has one, else sync), ``native``, ``sync``,
-    ``async``, or ``torch`` (the env stepped as tensors on the run's device, no host round trip:
-    TMaze, RepeatPrevious, CartPoleNoVelocity; no ``env.wrappers``)."""
+    ``async``, or ``torch`` (the env stepped as tensors on the run's device, no host round trip;
+    every ``recurrl/*`` env but PendulumNoVelocity; no ``env.wrappers``)."""
     wrappers: list[dict[str, Any]] = field(default_factory=list)
     """Wrappers for each single env, in order: ``{path: "pkg.module:Class", kwargs: {...}}``."""
     skip_nonfinite: bool = False

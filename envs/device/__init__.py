@@ -17,15 +17,25 @@ import gymnasium as gym
 import torch
 
 from .. import ENVIRONMENTS  # noqa: F401  (registers the recurrl/* ids)
+from .bandit import BanditTorchVectorEnv
 from .cartpole import CartPoleNoVelocityTorchVectorEnv
 from .core import TorchTaskVectorEnv
+from .cue_recall import CueRecallTorchVectorEnv
+from .memory_grid import MemoryGridTorchVectorEnv
+from .point_recall import PointRecallTorchVectorEnv
 from .repeat_previous import RepeatPreviousTorchVectorEnv
+from .sequence_recall import SequenceRecallTorchVectorEnv
 from .tmaze import TMazeTorchVectorEnv
 
 TORCH_VECTOR_ENVS: dict[str, type[gym.vector.VectorEnv]] = {
     "recurrl/TMaze-v0": TMazeTorchVectorEnv,
     "recurrl/RepeatPrevious-v0": RepeatPreviousTorchVectorEnv,
     "recurrl/CartPoleNoVelocity-v0": CartPoleNoVelocityTorchVectorEnv,
+    "recurrl/CueRecall-v0": CueRecallTorchVectorEnv,
+    "recurrl/SequenceRecall-v0": SequenceRecallTorchVectorEnv,
+    "recurrl/MemoryGrid-v0": MemoryGridTorchVectorEnv,
+    "recurrl/Bandit-v0": BanditTorchVectorEnv,
+    "recurrl/PointRecall-v0": PointRecallTorchVectorEnv,
 }
 """Gym id -> its device-resident vector env class."""
 
@@ -52,8 +62,13 @@ def make_torch_vector_env(
 
 __all__ = [
     "TORCH_VECTOR_ENVS",
+    "BanditTorchVectorEnv",
     "CartPoleNoVelocityTorchVectorEnv",
+    "CueRecallTorchVectorEnv",
+    "MemoryGridTorchVectorEnv",
+    "PointRecallTorchVectorEnv",
     "RepeatPreviousTorchVectorEnv",
+    "SequenceRecallTorchVectorEnv",
     "TMazeTorchVectorEnv",
     "TorchTaskVectorEnv",
     "make_torch_vector_env",

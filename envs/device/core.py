@@ -4,11 +4,12 @@
 held as tensors on ``device`` and advanced together, SAME_STEP autoreset, the same spaces. It
 takes actions as tensors on ``device`` (numpy arrays are converted) and returns tensors there:
 
-- ``reset(seed=None, options=None) -> (obs [N, ...] float32, {})``;
-- ``step(actions) -> (obs [N, ...] float32, reward [N] float32, terminated [N] bool,
+- ``reset(seed=None, options=None) -> (obs [N, ...], {})``;
+- ``step(actions) -> (obs [N, ...], reward [N] float32, terminated [N] bool,
   truncated [N] bool, info)`` where ``info`` always holds the dense ``"final_obs"`` (shaped like
   ``obs``; rows where nothing ended hold that step's ordinary observation) and ``"_final_obs"``
-  ([N] bool, which rows ended).
+  ([N] bool, which rows ended). Observations have the observation space's dtype: float32, and
+  uint8 for MemoryGrid's images. Actions: int64 ``[N]`` for Discrete, float32 ``[N, d]`` for Box.
 
 ``step`` never synchronises with the host: no ``.item()``, no Python branch on a tensor value,
 no boolean-mask indexing (every row is computed and ``torch.where`` picks), and the state tensors
@@ -167,7 +168,7 @@ class TorchTaskVectorEnv(gym.vector.VectorEnv):
         raise NotImplementedError
 
     def observe(self) -> Tensor:
-        """Current observations of every copy: a new tensor ``[N, *obs_shape]`` float32."""
+        """Current observations of every copy: a new tensor ``[N, *obs_shape]``."""
         raise NotImplementedError
 
     def task_step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -248,7 +249,11 @@ class TorchTaskVectorEnv(gym.vector.VectorEnv):
             "elapsed": self.elapsed.cpu().numpy().copy(),
         }
         for name, dtype in self.state_tensors.items():
-            task[name] = getattr(self, name).cpu().numpy().astype(dtype, copy=True)
+            tensor = getattr(self, name)
+            if np.dtype(dtype) == np.uint64:
+                task[name] = to_uint64(tensor)
+            else:
+                task[name] = tensor.cpu().numpy().astype(dtype, copy=True)
         rng = self._np_random  # None until first used: keep it that way, do not draw a seed
         return {
             "task": task,
