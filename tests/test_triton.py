@@ -14,17 +14,18 @@ The module is skipped where triton is not installed (it is in the ``dev`` extra 
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from recurrl.nn import GRU, LSTM, cores, triton_kernels  # noqa: E402
 from recurrl.nn.cores import resolve_impl  # noqa: E402
-from recurrl.nn.triton_kernels import layers  # noqa: E402
+from recurrl.nn.triton_kernels import kernels, layers  # noqa: E402
 from tests.test_nn_fast import (  # noqa: E402
     assert_all_close,
     flat,
@@ -164,7 +165,33 @@ def test_precision_follows_cudnn_allow_tf32(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert layers.launch_config(8, 4, torch.float32, torch.device("cpu"))["PRECISION"] == "ieee"
     config = layers.launch_config(300, 33, torch.float32, torch.device("cpu"))
-    assert (config["grid"], config["BLOCK_N"], config["BLOCK_B"]) == ((3,), 64, 16)
+    assert (config["grid"], config["BLOCK_N"], config["BLOCK_B"]) == ((3,), 32, 16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernels_compile_for_hopper_without_a_gpu(dtype, compiled_kernels):
+    """Each kernel through triton's whole compiler and ptxas for sm_90 (the H200), ahead of
+    time: catches what the interpreter cannot (unsupported ops, shared memory over the limit)."""
+    compiler = pytest.importorskip("triton.compiler")
+    target = pytest.importorskip("triton.backends.compiler").GPUTarget("cuda", 90, 32)
+    config = layers.launch_config(200, 64, dtype, torch.device("cpu"))
+    config.pop("grid")
+    options = {"num_warps": config.pop("num_warps"), "num_stages": config.pop("num_stages")}
+    pointer = "*fp32" if dtype == torch.float32 else "*fp64"
+    for name, function in kernels.KERNELS.items():
+        names = inspect.signature(function).parameters
+        signature = {
+            arg: "constexpr" if arg in config else pointer if arg.endswith("_ptr") else "i32"
+            for arg in names
+        }
+        source = compiler.ASTSource(triton.jit(function), signature, config)
+        try:
+            kernel = triton.compile(source, target=target, options=options)
+        except RuntimeError as error:
+            if "ptxas" in str(error).lower() and "not found" in str(error).lower():
+                pytest.skip(f"no ptxas: {error}")
+            raise
+        assert kernel.metadata.shared < 96 * 1024, (name, kernel.metadata.shared)
 
 
 def test_importing_recurrl_nn_does_not_import_triton():
