@@ -8,6 +8,8 @@ GEMM, one forward kernel launch (:mod:`.kernels`), and in the backward one kerne
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 from torch import Tensor
@@ -67,10 +69,18 @@ def _check(x: Tensor, weight_hh: Tensor) -> None:
         raise ValueError(f"impl='triton': weights are {weight_hh.dtype}, inputs {x.dtype}")
 
 
-def _run(name: str, config: dict, *args) -> None:
-    config = dict(config)
+def _launch(name: str, tensors: tuple, steps: int, hidden: int, like: Tensor) -> None:
+    """Kernel ``name`` over ``tensors`` (its pointer arguments, in order) for the layer input
+    ``like`` (``x[T, B, I]``: batch, dtype, device).
+
+    The device is made current for the launch: triton launches on the current CUDA device.
+    """
+    batch = like.shape[1]
+    config = launch_config(hidden, batch, like.dtype, like.device)
     grid = config.pop("grid")
-    compiled(name)[grid](*args, **config)
+    cuda = like.device.type == "cuda"
+    with torch.cuda.device(like.device) if cuda else contextlib.nullcontext():
+        compiled(name)[grid](*tensors, steps, batch, hidden, **config)
 
 
 def _first_state(first: Tensor, steps: int) -> Tensor:
@@ -86,24 +96,13 @@ def lstm_forward(x, h0, c0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
     _check(x, weight_hh)
     steps, batch, _ = x.shape
     hidden = h0.shape[-1]
-    gates_x = linear(x.reshape(steps * batch, -1), weight_ih, bias_ih + bias_hh).contiguous()
+    gates_x = linear(x.reshape(steps * batch, -1), weight_ih, bias_ih + bias_hh)
+    gates_x = gates_x.to(x.dtype).contiguous()  # (T*B, 4H); .to: in case autocast is on
     hs, cs = _first_state(h0, steps), _first_state(c0, steps)
     act = torch.empty_like(gates_x)  # (T*B, 4H)
     keep2 = keep.reshape(steps, batch).to(x.dtype).contiguous()
-    config = launch_config(hidden, batch, x.dtype, x.device)
-    _run(
-        "lstm_forward",
-        config,
-        gates_x,
-        weight_hh.contiguous(),
-        keep2,
-        hs,
-        cs,
-        act,
-        steps,
-        batch,
-        hidden,
-    )
+    tensors = (gates_x, weight_hh.contiguous(), keep2, hs, cs, act)
+    _launch("lstm_forward", tensors, steps, hidden, x)
     return hs, cs, act.view(steps, batch, -1), keep2
 
 
@@ -126,21 +125,8 @@ class TritonLSTMFunction(torch.autograd.Function):
         dgates = torch.empty_like(act)  # (T, B, 4H)
         dcs = torch.empty_like(cs)
         dcs[-1] = dc_last
-        config = launch_config(hidden, batch, x.dtype, x.device)
-        _run(
-            "lstm_backward",
-            config,
-            dy,
-            weight_hh.contiguous(),
-            keep2,
-            cs,
-            act,
-            dgates,
-            dcs,
-            steps,
-            batch,
-            hidden,
-        )
+        tensors = (dy, weight_hh.contiguous(), keep2, cs, act, dgates, dcs)
+        _launch("lstm_backward", tensors, steps, hidden, x)
         keep = keep2.unsqueeze(-1)  # (T, B, 1)
         dh0 = linear(dgates[0], weight_hh.t()) * keep[0]
         flat = dgates.view(steps * batch, -1)  # (T*B, 4H)
@@ -156,26 +142,14 @@ def gru_forward(x, h0, keep, weight_ih, weight_hh, bias_ih, bias_hh):
     _check(x, weight_hh)
     steps, batch, _ = x.shape
     hidden = h0.shape[-1]
-    gates_x = linear(x.reshape(steps * batch, -1), weight_ih, bias_ih).contiguous()
+    gates_x = linear(x.reshape(steps * batch, -1), weight_ih, bias_ih)
+    gates_x = gates_x.to(x.dtype).contiguous()  # (T*B, 3H); .to: in case autocast is on
     hs = _first_state(h0, steps)
     act = torch.empty_like(gates_x)  # (T*B, 3H)
     hn = x.new_empty(steps, batch, hidden)
     keep2 = keep.reshape(steps, batch).to(x.dtype).contiguous()
-    config = launch_config(hidden, batch, x.dtype, x.device)
-    _run(
-        "gru_forward",
-        config,
-        gates_x,
-        weight_hh.contiguous(),
-        bias_hh.contiguous(),
-        keep2,
-        hs,
-        act,
-        hn,
-        steps,
-        batch,
-        hidden,
-    )
+    tensors = (gates_x, weight_hh.contiguous(), bias_hh.contiguous(), keep2, hs, act, hn)
+    _launch("gru_forward", tensors, steps, hidden, x)
     return hs, act.view(steps, batch, -1), hn, keep2
 
 
@@ -198,23 +172,8 @@ class TritonGRUFunction(torch.autograd.Function):
         dgates_h, dgates_x = torch.empty_like(act), torch.empty_like(act)  # (T, B, 3H)
         direct = torch.empty_like(hs)  # (T + 1, B, H)
         direct[-1] = 0
-        config = launch_config(hidden, batch, x.dtype, x.device)
-        _run(
-            "gru_backward",
-            config,
-            dy,
-            weight_hh.contiguous(),
-            keep2,
-            hs,
-            act,
-            hn,
-            dgates_h,
-            dgates_x,
-            direct,
-            steps,
-            batch,
-            hidden,
-        )
+        tensors = (dy, weight_hh.contiguous(), keep2, hs, act, hn, dgates_h, dgates_x, direct)
+        _launch("gru_backward", tensors, steps, hidden, x)
         keep = keep2.unsqueeze(-1)  # (T, B, 1)
         dh0 = direct[0] + linear(dgates_h[0], weight_hh.t()) * keep[0]
         flat_h = dgates_h.view(steps * batch, -1)  # (T*B, 3H)
