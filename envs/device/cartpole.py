@@ -54,14 +54,15 @@ def _from_limbs(limbs: np.ndarray) -> int:
 
 
 def _product_matrix(constants: list[int], device: torch.device) -> Tensor:
-    """``[K, 8, 8]`` int64 with ``M[k, i, j] = limb j - i of constants[k]`` (0 for j < i): the
-    limbs of ``x * c mod 2^128`` before carries are ``sum_i x[i] * M[k, i, j]``."""
-    matrix = np.zeros((len(constants), _LIMBS, _LIMBS), dtype=np.int64)
+    """``[8, K * 8]`` float64 with ``M[i, 8 k + j] = limb j - i of constants[k]`` (0 for
+    j < i): the limbs of ``x * c_k mod 2^128`` before carries are ``(x @ M)[8 k + j]``. Every
+    product is below 2^32 and every sum below 2^35, so a float64 product is exact."""
+    matrix = np.zeros((_LIMBS, len(constants), _LIMBS), dtype=np.float64)
     for k, constant in enumerate(constants):
         limbs = _limbs(constant)
         for i in range(_LIMBS):
-            matrix[k, i, i:] = limbs[: _LIMBS - i]
-    return torch.from_numpy(matrix).to(device)
+            matrix[i, k, i:] = limbs[: _LIMBS - i]
+    return torch.from_numpy(matrix.reshape(_LIMBS, -1)).to(device)
 
 
 def _carry(limbs: Tensor) -> Tensor:
@@ -122,6 +123,8 @@ class CartPoleNoVelocityTorchVectorEnv(gym.vector.VectorEnv):
         self.elapsed = torch.zeros(num_envs, **i64)
         self.pcg_state = torch.zeros((num_envs, _LIMBS), **i64)
         self.pcg_inc = torch.zeros((num_envs, _LIMBS), **i64)
+        self._pcg_offsets = torch.zeros((num_envs, _DRAWS, _LIMBS), **i64)
+        """(MULT^(k-1) + ... + 1) * inc per copy and k = 1..4, limbs not carried (host-made)."""
         self.has_rng = [False] * num_envs  # host: copies whose generator exists
         self.rng_extra = [(0, 0)] * num_envs  # host: (has_uint32, uinteger), never used here
         self._started = False
@@ -132,7 +135,7 @@ class CartPoleNoVelocityTorchVectorEnv(gym.vector.VectorEnv):
             for k in range(1, _DRAWS + 1)
         ]
         self._mult_matrix = _product_matrix(powers, self.device)
-        self._inc_matrix = _product_matrix(sums, self.device)
+        self._sums = sums
 
     # --- Gymnasium API -----------------------------------------------------------------------
 
@@ -218,9 +221,9 @@ class CartPoleNoVelocityTorchVectorEnv(gym.vector.VectorEnv):
     def _draw(self) -> tuple[Tensor, Tensor]:
         """Every copy's next four ``uniform(-0.05, 0.05)`` draws ``[4, N]`` float64 and its
         generator state after them ``[N, 8]`` (applied by the caller where a copy resets)."""
-        # [N, 1, 8, 1] * [1, 4, 8, 8] summed over the input limbs: [N, 4, 8], each < 2^35.
-        products = (self.pcg_state[:, None, :, None] * self._mult_matrix[None]).sum(2)
-        products = products + (self.pcg_inc[:, None, :, None] * self._inc_matrix[None]).sum(2)
+        # [N, 8] @ [8, 4 * 8]: limbs of MULT^k * state, each < 2^35 (exact in float64).
+        products = (self.pcg_state.to(torch.float64) @ self._mult_matrix).to(torch.int64)
+        products = products.reshape(self.num_envs, _DRAWS, _LIMBS) + self._pcg_offsets
         states = _carry(products)  # [N, 4, 8]: the state after 1, 2, 3, 4 steps
         low, high = _word(states[..., :4]), _word(states[..., 4:])
         word = high ^ low  # XSL-RR: rotate right by the top 6 bits of high
@@ -248,6 +251,7 @@ class CartPoleNoVelocityTorchVectorEnv(gym.vector.VectorEnv):
     def _set_generators(self, rngs: list[np.random.Generator | None]) -> None:
         states = np.zeros((self.num_envs, _LIMBS), dtype=np.int64)
         incs = np.zeros((self.num_envs, _LIMBS), dtype=np.int64)
+        offsets = np.zeros((self.num_envs, _DRAWS, _LIMBS), dtype=np.int64)
         for i, rng in enumerate(rngs):
             self.has_rng[i] = rng is not None
             if rng is None:
@@ -257,9 +261,11 @@ class CartPoleNoVelocityTorchVectorEnv(gym.vector.VectorEnv):
                 raise ValueError(f"copy {i}'s generator is {full['bit_generator']}, not PCG64")
             states[i] = _limbs(full["state"]["state"])
             incs[i] = _limbs(full["state"]["inc"])
+            offsets[i] = [_limbs((total * full["state"]["inc"]) & _MASK128) for total in self._sums]
             self.rng_extra[i] = (full["has_uint32"], full["uinteger"])
         self.pcg_state.copy_(torch.from_numpy(states))
         self.pcg_inc.copy_(torch.from_numpy(incs))
+        self._pcg_offsets.copy_(torch.from_numpy(offsets))
 
     # --- exact resume ------------------------------------------------------------------------
 
