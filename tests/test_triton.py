@@ -172,6 +172,8 @@ def test_precision_follows_cudnn_allow_tf32(monkeypatch):
 def test_kernels_compile_for_hopper_without_a_gpu(dtype, compiled_kernels):
     """Each kernel through triton's whole compiler and ptxas for sm_90 (the H200), ahead of
     time: catches what the interpreter cannot (unsupported ops, shared memory over the limit)."""
+    if torch.cuda.is_available():
+        pytest.skip("the CUDA tests below compile and run the kernels on this machine's GPU")
     compiler = pytest.importorskip("triton.compiler")
     target = pytest.importorskip("triton.backends.compiler").GPUTarget("cuda", 90, 32)
     config = layers.launch_config(200, 64, dtype, torch.device("cpu"))

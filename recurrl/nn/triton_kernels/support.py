@@ -9,6 +9,8 @@ import torch
 
 DTYPES = (torch.float32, torch.float64)
 """The dtypes the kernels run (``tl.dot`` in tf32/ieee for float32, ieee for float64)."""
+MIN_CAPABILITY = (8, 0)
+"""Oldest CUDA compute capability the kernels are offered on (Ampere: tf32 tensor cores)."""
 
 
 def installed() -> bool:
@@ -28,7 +30,12 @@ def unavailable_reason(device: torch.device | str = "cuda") -> str | None:
     if not installed():
         return "triton is not installed (pip install triton, Linux x86_64)"
     if device.type == "cuda":
-        return None if torch.cuda.is_available() else "CUDA is not available"
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < MIN_CAPABILITY[0]:
+            return f"compute capability {major}.{minor} < {MIN_CAPABILITY[0]}.0 (no tf32 tl.dot)"
+        return None
     if device.type == "cpu" and interpreting():
         return None
     return (
