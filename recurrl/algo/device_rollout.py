@@ -212,12 +212,14 @@ class DeviceCollector:
             **{k: zeros() for k in ("truncated", "episode_start", "valid", "bootstrap")},
         }
         buf["valid"].fill_(1.0)
-        raw_rewards = zeros()
+        raw_rewards = zeros(dtype=torch.float64)  # as the host collector folds them
         episode_return = torch.zeros(T, B, dtype=torch.float64, device=dev)
         episode_length = torch.zeros(T, B, dtype=torch.int64, device=dev)
         episode_end = torch.zeros(T, B, dtype=torch.bool, device=dev)
         chunk_states: list[State] = []
-        with torch.inference_mode():
+        # A captured graph reads the parameters themselves (they change in place between
+        # rollouts); eager steps take the weights derived once per rollout (policy.acting()).
+        with torch.inference_mode() if self.capture else self.policy.acting():
             for t in range(T):
                 if t % self.bptt_len == 0:
                     chunk_states.append(tuple(s.clone() for s in self.state))

@@ -109,7 +109,7 @@ class Trainer:
             self.device_reason = auto_device(config.env.num_envs, device_envs, self.world)[1]
         self.evaluation = PeriodicEval(config, self.world, self.device, self.eval_env)
         self.generator = seed_everything(self.world.seed(config.seed))
-        self.envs = make_vector_env(config.env, env=env)
+        self.envs = make_vector_env(config.env, env=env, device=self.device)
         try:
             self._build(quiet or not self.world.is_main, resume)
         except BaseException:
