@@ -150,3 +150,15 @@ def test_cuda_graph_acting_computes_what_the_policy_computes(env_id, kwargs, mon
             )
         torch.testing.assert_close(out.log_prob, rollout.log_probs, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(out.value, rollout.values, atol=1e-4, rtol=1e-4)
+
+
+def test_cuda_and_cuda_0_are_one_device(monkeypatch):
+    """A policy's parameters report ``cuda:0`` where the run asked for ``cuda`` (the first GPU
+    run refused its own env for this)."""
+    from recurrl.algo.device_rollout import same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert same_device(torch.device("cuda"), torch.device("cuda:0"))
+    assert not same_device(torch.device("cuda"), torch.device("cuda:1"))
+    assert not same_device(torch.device("cpu"), torch.device("cuda:0"))
+    assert same_device(torch.device("cpu"), torch.device("cpu"))

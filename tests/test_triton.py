@@ -38,9 +38,17 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+INTERPRETER_RUNS_THE_KERNELS = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 9)
+"""triton 3.6's interpreter failed on these kernels ("only 0-dimensional arrays can be converted
+to Python scalars", docs/bench/gpu/parity.txt) where 3.9's runs them; the compiled kernels passed
+on an H200 with 3.6."""
+
+
 @pytest.fixture
 def interpreter(monkeypatch):
     """Triton's CPU interpreter for this test only."""
+    if not INTERPRETER_RUNS_THE_KERNELS:
+        pytest.skip(f"triton {triton.__version__}'s interpreter: these tests need >= 3.9")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
@@ -132,7 +140,7 @@ def test_acting_without_autograd(cls):
 
 def test_refused_on_cpu_without_the_interpreter(compiled_kernels):
     core = LSTM(2, 3, impl="triton")
-    with pytest.raises(ValueError, match="impl='triton' runs float32 and float64 on CUDA"):
+    with pytest.raises(ValueError, match="impl='triton' runs float32 on CUDA"):
         core(torch.randn(4, 2, 2))
     assert not triton_kernels.available("cpu")
 
@@ -223,9 +231,12 @@ def test_cuda_triton_equals_fused(cls, compiled_kernels, monkeypatch):
 
 @needs_cuda
 @pytest.mark.parametrize("cls", [LSTM, GRU])
-def test_cuda_float64_and_tf32(cls, compiled_kernels, monkeypatch):
-    """float64 (ieee) against the reference to 1e-10; float32 in tf32 (torch's default) loosely."""
-    compare(cls, (5, 37, 1), 12, 19, torch.float64, "cuda")
+def test_cuda_float64_refused_and_tf32(cls, compiled_kernels, monkeypatch):
+    """float64 is refused on CUDA (its tl.dot failed to compile with triton 3.6 on an H200);
+    float32 in tf32 (torch's default) against fused, loosely."""
+    module = cls(5, 7, impl="triton").to(device="cuda", dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64 in its CPU interpreter only"):
+        module(torch.zeros(3, 2, 5, dtype=torch.float64, device="cuda"))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     compare(cls, (16, 64, 1), 32, 64, torch.float32, "cuda", other="fused", tol=2e-2)
 

@@ -43,6 +43,17 @@ def is_device_env(envs: Any) -> bool:
     )
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one (``cuda`` is the current CUDA device, e.g. ``cuda:0``)."""
+
+    def index(device: torch.device) -> int | None:
+        if device.type == "cuda" and device.index is None:
+            return torch.cuda.current_device()
+        return device.index
+
+    return a.type == b.type and index(a) == index(b)
+
+
 class DeviceRewardScaler:
     """:class:`~recurrl.algo.returns.RewardScaler` on tensors: rewards divided by the running
     std of the discounted return per env stream, clipped; the statistics stay on the device
@@ -115,7 +126,7 @@ class DeviceCollector:
         self.num_envs = envs.num_envs
         self.device = next(policy.parameters()).device
         self.env_id = env_id or type(envs).__name__
-        if envs.device != self.device:
+        if not same_device(envs.device, self.device):
             raise ConfigError(
                 f"env.vectorization: the env {self.env_id} steps on {envs.device}, "
                 f"the policy is on {self.device}"

@@ -174,8 +174,9 @@ class _RecurrentBase(nn.Module):
         if impl == "triton" and not triton_kernels.supports(x):  # never picked by auto then
             why = triton_kernels.unavailable_reason(x.device) or f"got {x.dtype}"
             raise ValueError(
-                f"{type(self).__name__}: impl='triton' runs float32 and float64 on CUDA with "
-                f"triton installed ({why}); use impl='auto' or 'fused'"
+                f"{type(self).__name__}: impl='triton' runs float32 on CUDA with triton "
+                f"installed (float64 in its CPU interpreter only) ({why}); use impl='auto' or "
+                "'fused'"
             )
         return impl
 

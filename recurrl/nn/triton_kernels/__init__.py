@@ -40,7 +40,11 @@ __all__ = [
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the kernels can run ``x`` (its device and dtype)."""
+    """Whether the kernels can run ``x`` (its device and dtype). float64 runs in the CPU
+    interpreter only: on an H200 with triton 3.6 the float64 ``tl.dot`` failed to compile
+    (docs/bench/gpu/parity.txt), so on CUDA the kernels take float32."""
+    if x.dtype == torch.float64 and x.device.type == "cuda":
+        return False
     return x.dtype in DTYPES and available(x.device)
 
 
