@@ -176,3 +176,15 @@ def test_progress_never_passes_its_target(tmp_path, tty):
 
 def test_wandb_sink_is_a_callback():
     assert issubclass(WandbSink, Callback)
+
+
+def test_banner_prints_a_box_with_per_element_bounds_on_one_line():
+    import numpy as np
+    from gymnasium import spaces
+
+    from recurrl.run.progress import describe_space
+
+    stacked = spaces.Box(np.tile([-4.8, -0.4], (4, 1)), np.tile([4.8, 0.4], (4, 1)), (4, 2))
+    assert describe_space(stacked) == "Box(-4.8 to 4.8 per element, (4, 2), float32)"
+    assert describe_space(spaces.Discrete(3)) == "Discrete(3)"
+    assert describe_space(spaces.Box(0, 1, (3,))) == str(spaces.Box(0, 1, (3,)))

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from gymnasium import spaces
+
 from recurrl.run.callbacks import Callback, RunInfo
 
 
@@ -31,6 +33,15 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def describe_space(space: Any) -> str:
+    """A space on one line: a ``Box`` whose bounds differ per element as its range, not as the
+    two arrays (a frame-stacked ``Box`` printed 9 lines)."""
+    if isinstance(space, spaces.Box) and space.shape and str(space).count("\n"):
+        low, high = float(space.low.min()), float(space.high.max())
+        return f"Box({low:g} to {high:g} per element, {space.shape}, {space.dtype})"
+    return str(space)
+
+
 def banner(info: RunInfo) -> list[str]:
     """The start banner: run folder, env and spaces, policy, device and cells, the target."""
     envs = f"{info.num_envs} envs" + (f" x {info.world_size} ranks" if info.world_size > 1 else "")
@@ -38,8 +49,8 @@ def banner(info: RunInfo) -> list[str]:
     lines = [
         f"recurrl: run folder {info.run_dir}",
         f"  env {info.env_id} ({envs})",
-        f"    observation {info.observation_space}",
-        f"    action {info.action_space}",
+        f"    observation {describe_space(info.observation_space)}",
+        f"    action {describe_space(info.action_space)}",
         f"  policy: {info.core} core, {info.parameters:,} parameters; device {info.device}, "
         f"cells {info.cells}",
     ]
