@@ -53,7 +53,8 @@ class EnvConfig:
 @dataclass
 class PolicyConfig:
     core: str = "lstm"
-    """Recurrent core: ``lstm``, ``gru``, or ``none`` (memoryless baseline, same encoder/heads)."""
+    """Recurrent core: ``lstm``, ``gru``, ``rnn`` (Elman, tanh), or ``none`` (memoryless
+    baseline, same encoder/heads). ``layer_norm`` is for ``lstm`` and ``gru`` only."""
     hidden_size: int = 64
     """Features of the recurrent state."""
     num_layers: int = 1
@@ -332,7 +333,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 _CHOICES = {
     "env.vectorization": ("auto", "native", "sync", "async", "torch"),
-    "policy.core": ("lstm", "gru", "none"),
+    "policy.core": ("lstm", "gru", "rnn", "none"),
     "policy.activation": ("tanh", "relu"),
     "policy.encoder": ("auto", "mlp", "cnn"),
     "tracking.wandb.mode": ("disabled", "offline", "online"),
@@ -398,6 +399,11 @@ def validate(config: Config) -> None:
     for key in ("name", "env.id"):
         if not _get(config, key).strip():
             raise ConfigError(f"{key}: must not be empty")
+    if config.policy.layer_norm and config.policy.core not in ("lstm", "gru", "none"):
+        raise ConfigError(
+            f"policy.layer_norm: only the lstm and gru cores have layer-normalised cells, not "
+            f"policy.core={config.policy.core}"
+        )
     _validate_wrappers(config.env.wrappers)
 
 

@@ -1,5 +1,6 @@
 """Neural building blocks: reset-aware recurrent cores with torch's parameter layout."""
 
 from recurrl.nn.cores import GRU, LSTM
+from recurrl.nn.elman import RNN
 
-__all__ = ["GRU", "LSTM"]
+__all__ = ["GRU", "LSTM", "RNN"]

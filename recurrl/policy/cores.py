@@ -1,13 +1,15 @@
 """Sequence cores behind one interface.
 
 ``core(x[T, B, F], state, episode_start[T, B]) -> (y[T, B, H], state)`` where ``state`` is always
-a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU, ``()`` for the
-memoryless core. Acting uses ``core.step(x[B, F], state, episode_start[B]) -> (y[B, H], state)``,
-the same computation as the call with ``T = 1`` (tested), through the native kernels' one-step
-path where they run.
+a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU and the Elman
+RNN, ``()`` for the memoryless core. Acting uses ``core.step(x[B, F], state, episode_start[B])
+-> (y[B, H], state)``, the same computation as the call with ``T = 1`` (tested), through the
+native kernels' one-step path where they run.
 
-Options: ``layer_norm`` swaps in the layer-normalised cells of :mod:`recurrl.policy.layernorm`;
-``learned_initial_state`` wraps a core in :class:`LearnedInitialState`.
+Options: ``layer_norm`` swaps in the layer-normalised cells of :mod:`recurrl.policy.layernorm`
+(LSTM and GRU only); ``learned_initial_state`` wraps a core in :class:`LearnedInitialState`;
+``forget_bias`` sets the LSTM's forget-gate bias (the other cores have no forget gate and ignore
+it).
 """
 
 from __future__ import annotations
@@ -85,6 +87,27 @@ class GRUCore(nn.Module):
 
     def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
         y, h = _step(self.rnn, x, state[0], episode_start)
+        return y, (h,)
+
+
+class RNNCore(nn.Module):
+    """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (:class:`recurrl.nn.RNN`,
+    ``torch.nn.RNN``'s layout); state ``(h,)``."""
+
+    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.rnn = rnn.RNN(in_features, hidden_size, num_layers)
+        self.out_features = hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return (self.rnn.initial_state(batch_size),)
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = self.rnn(x, state[0], episode_start)
+        return y, (h,)
+
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = self.rnn.step(x, state[0], episode_start)
         return y, (h,)
 
 
@@ -171,16 +194,21 @@ def make_core(
     learned_initial_state: bool = False,
     forget_bias: float | None = 1.0,
 ) -> nn.Module:
-    """The core for ``policy.core`` (``lstm``, ``gru`` or ``none``) and its options.
+    """The core for ``policy.core`` (``lstm``, ``gru``, ``rnn`` or ``none``) and its options.
 
-    ``layer_norm`` and ``learned_initial_state`` have no effect on the memoryless core.
+    ``layer_norm`` and ``learned_initial_state`` have no effect on the memoryless core;
+    ``layer_norm`` is refused for ``rnn``; ``forget_bias`` is used by ``lstm`` only.
     """
     if kind == "none":
         return FeedForwardCore(in_features, hidden_size, activation)
+    if layer_norm and kind not in ("lstm", "gru"):
+        raise ValueError(f"policy.layer_norm: only the lstm and gru cores have it, not {kind!r}")
     if kind == "lstm":
         core = LSTMCore(in_features, hidden_size, num_layers, layer_norm, forget_bias)
     elif kind == "gru":
         core = GRUCore(in_features, hidden_size, num_layers, layer_norm)
+    elif kind == "rnn":
+        core = RNNCore(in_features, hidden_size, num_layers)
     else:
-        raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru or none)")
+        raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru, rnn or none)")
     return LearnedInitialState(core) if learned_initial_state else core
