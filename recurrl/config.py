@@ -53,8 +53,9 @@ class EnvConfig:
 @dataclass
 class PolicyConfig:
     core: str = "lstm"
-    """Recurrent core: ``lstm``, ``gru``, ``rnn`` (Elman, tanh), or ``none`` (memoryless
-    baseline, same encoder/heads). ``layer_norm`` is for ``lstm`` and ``gru`` only."""
+    """Recurrent core: ``lstm``, ``gru``, ``rnn`` (Elman, tanh), ``mingru`` (minGRU, gates from
+    the input only, a parallel scan over each chunk), or ``none`` (memoryless baseline, same
+    encoder/heads). ``layer_norm`` is for ``lstm`` and ``gru`` only."""
     hidden_size: int = 64
     """Features of the recurrent state."""
     num_layers: int = 1
@@ -141,6 +142,9 @@ class RunConfig:
     """``torch.set_num_threads`` (1: fastest for small recurrent policies; 0: torch's default)."""
     keep_checkpoints: int = 0
     """Also keep the last N step-stamped ``checkpoints/step-<global_step>.pt`` (0: none)."""
+    precision: str = "fp32"
+    """``fp32`` (full float32 products) or ``tf32`` (TF32 matrix and cell products on GPUs that
+    have it: faster, about 3 fewer decimal digits; no effect on CPU)."""
     cuda_graphs: bool = True
     """On CUDA with a device-resident env (``env.vectorization: torch``), replay the acting step
     as a CUDA graph (one launch instead of ~50 per step); False: launch it eagerly."""
@@ -333,7 +337,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 _CHOICES = {
     "env.vectorization": ("auto", "native", "sync", "async", "torch"),
-    "policy.core": ("lstm", "gru", "rnn", "none"),
+    "policy.core": ("lstm", "gru", "rnn", "mingru", "none"),
     "policy.activation": ("tanh", "relu"),
     "policy.encoder": ("auto", "mlp", "cnn"),
     "tracking.wandb.mode": ("disabled", "offline", "online"),
@@ -393,6 +397,8 @@ def validate(config: Config) -> None:
     for key in ("run.torch_threads", "run.keep_checkpoints", "eval.every"):
         if _get(config, key) < 0:
             raise ConfigError(f"{key}: must be >= 0, got {_get(config, key)}")
+    if config.run.precision not in ("fp32", "tf32"):
+        raise ConfigError(f"run.precision: must be fp32 or tf32, got {config.run.precision!r}")
     device = config.device
     if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
         raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")

@@ -12,13 +12,14 @@ import torch
 import recurrl
 from recurrl.app.cli import main
 from recurrl.config import ConfigError, PolicyConfig, load_config
-from recurrl.nn import RNN
+from recurrl.nn import RNN, MinGRU
+from recurrl.nn.mingru import linear_scan
 from recurrl.policy.cores import make_core
 from recurrl.run.checkpoints import load_checkpoint
 from recurrl.run.train import train
 from tests.conftest import interrupt_after
 
-CORES = {"rnn": RNN}
+CORES = {"rnn": RNN, "mingru": MinGRU}
 KINDS = list(CORES)
 F64 = torch.float64
 
@@ -43,7 +44,30 @@ def slow_rnn(x, h0, episode_start, core):
     return torch.stack(ys), state
 
 
-SLOW = {"rnn": slow_rnn}
+def slow_mingru(x, h0, episode_start, core):
+    """The minGRU recurrence as a plain Python loop over steps, rows and layers."""
+    steps, batch, _ = x.shape
+    hidden = core.hidden_size
+    h = [[h0[layer, b] for b in range(batch)] for layer in range(core.num_layers)]
+    ys = []
+    for t in range(steps):
+        row_outputs = []
+        for b in range(batch):
+            inp = x[t, b]
+            for layer in range(core.num_layers):
+                weight, bias = core.layer_weights(layer)
+                z = torch.sigmoid(weight[:hidden] @ inp + bias[:hidden])
+                candidate = weight[hidden:] @ inp + bias[hidden:]
+                prev = h[layer][b] * 0 if episode_start[t, b] else h[layer][b]
+                h[layer][b] = (1 - z) * prev + z * candidate
+                inp = h[layer][b]
+            row_outputs.append(inp)
+        ys.append(torch.stack(row_outputs))
+    state = torch.stack([torch.stack(h[layer]) for layer in range(core.num_layers)])
+    return torch.stack(ys), state
+
+
+SLOW = {"rnn": slow_rnn, "mingru": slow_mingru}
 
 
 def build(kind: str, num_layers: int, input_size: int = 3, hidden: int = 5, dtype=F64):
@@ -140,13 +164,40 @@ def test_rnn_loads_torch_state_dict_and_matches_its_outputs(num_layers, dtype):
             torch.testing.assert_close(h, h_torch, rtol=tol, atol=tol)
 
 
-def test_rnn_refuses_other_implementations():
+@pytest.mark.parametrize("kind", KINDS)
+def test_other_implementations_are_refused(kind):
     with pytest.raises(ValueError, match="impl"):
-        RNN(3, 4, impl="native")
-    core = RNN(3, 4)
+        CORES[kind](3, 4, impl="native")
+    core = CORES[kind](3, 4)
     core.impl = "triton"
     with pytest.raises(ValueError, match="impl"):
         core(torch.zeros(2, 1, 3))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 8, 13, 64])
+def test_linear_scan_equals_the_step_loop(steps):
+    generator = torch.Generator().manual_seed(steps)
+    factors = torch.rand(steps, 3, 2, generator=generator, dtype=F64)
+    factors[steps // 2, 1] = 0.0  # a reset: nothing before it reaches past it
+    terms = torch.randn(steps, 3, 2, generator=generator, dtype=F64)
+    h, expected = torch.zeros(3, 2, dtype=F64), []
+    for t in range(steps):
+        h = terms[t] + factors[t] * h
+        expected.append(h)
+    torch.testing.assert_close(linear_scan(factors, terms), torch.stack(expected))
+
+
+def test_mingru_long_chunk_with_resets_stays_exact_in_float32():
+    torch.manual_seed(0)
+    core = MinGRU(4, 8, 2)
+    x = torch.randn(256, 6, 4) * 3
+    episode_start = torch.rand(256, 6) < 0.05
+    y, h = core(x, None, episode_start)
+    core.impl = "reference"
+    y_loop, h_loop = core(x, None, episode_start)
+    torch.testing.assert_close(y, y_loop, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, h_loop, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -168,7 +219,7 @@ TMAZE = [
     "env.id=recurrl/TMaze-v0",
     "env.num_envs=4",
     "device=cpu",
-    "ppo.total_steps=768",
+    "ppo.total_steps=2048",
     "ppo.rollout_len=32",
     "ppo.bptt_len=8",
     "ppo.num_minibatches=2",
@@ -183,7 +234,7 @@ TMAZE = [
 def test_train_checkpoint_and_resume(kind, tmp_path, monkeypatch, capsys):
     overrides = [*TMAZE, f"policy.core={kind}"]
     result = train(load_config(None, [*overrides, f"run.dir={tmp_path / 'a'}"]), quiet=True)
-    assert result.global_step == 768
+    assert result.global_step == 2048
     loaded = recurrl.load_policy(tmp_path / "a" / "checkpoints" / "final.pt")
     obs = np.random.default_rng(0).normal(size=(4, *result.policy.observation_space.shape))
     obs = obs.astype(np.float32)

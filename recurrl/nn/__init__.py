@@ -2,5 +2,6 @@
 
 from recurrl.nn.cores import GRU, LSTM
 from recurrl.nn.elman import RNN
+from recurrl.nn.mingru import MinGRU
 
-__all__ = ["GRU", "LSTM", "RNN"]
+__all__ = ["GRU", "LSTM", "MinGRU", "RNN"]

@@ -1,10 +1,10 @@
 """Sequence cores behind one interface.
 
 ``core(x[T, B, F], state, episode_start[T, B]) -> (y[T, B, H], state)`` where ``state`` is always
-a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU and the Elman
-RNN, ``()`` for the memoryless core. Acting uses ``core.step(x[B, F], state, episode_start[B])
--> (y[B, H], state)``, the same computation as the call with ``T = 1`` (tested), through the
-native kernels' one-step path where they run.
+a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU, the Elman
+RNN and minGRU, ``()`` for the memoryless core. Acting uses ``core.step(x[B, F], state,
+episode_start[B]) -> (y[B, H], state)``, the same computation as the call with ``T = 1``
+(tested), through the native kernels' one-step path where they run.
 
 Options: ``layer_norm`` swaps in the layer-normalised cells of :mod:`recurrl.policy.layernorm`
 (LSTM and GRU only); ``learned_initial_state`` wraps a core in :class:`LearnedInitialState`;
@@ -111,6 +111,28 @@ class RNNCore(nn.Module):
         return y, (h,)
 
 
+class MinGRUCore(nn.Module):
+    """minGRU (Feng et al. 2024): gates from the input only, ``h_t = (1 - z_t) h_{t-1} + z_t
+    h~_t``, trained by a parallel scan over the chunk (:class:`recurrl.nn.MinGRU`); state
+    ``(h,)``."""
+
+    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.rnn = rnn.MinGRU(in_features, hidden_size, num_layers)
+        self.out_features = hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return (self.rnn.initial_state(batch_size),)
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = self.rnn(x, state[0], episode_start)
+        return y, (h,)
+
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = self.rnn.step(x, state[0], episode_start)
+        return y, (h,)
+
+
 class FeedForwardCore(nn.Module):
     """Memoryless baseline: one Linear + activation of the same width, no state."""
 
@@ -194,10 +216,11 @@ def make_core(
     learned_initial_state: bool = False,
     forget_bias: float | None = 1.0,
 ) -> nn.Module:
-    """The core for ``policy.core`` (``lstm``, ``gru``, ``rnn`` or ``none``) and its options.
+    """The core for ``policy.core`` (``lstm``, ``gru``, ``rnn``, ``mingru`` or ``none``) and its
+    options.
 
     ``layer_norm`` and ``learned_initial_state`` have no effect on the memoryless core;
-    ``layer_norm`` is refused for ``rnn``; ``forget_bias`` is used by ``lstm`` only.
+    ``layer_norm`` is refused for ``rnn`` and ``mingru``; ``forget_bias`` is used by ``lstm`` only.
     """
     if kind == "none":
         return FeedForwardCore(in_features, hidden_size, activation)
@@ -209,6 +232,8 @@ def make_core(
         core = GRUCore(in_features, hidden_size, num_layers, layer_norm)
     elif kind == "rnn":
         core = RNNCore(in_features, hidden_size, num_layers)
+    elif kind == "mingru":
+        core = MinGRUCore(in_features, hidden_size, num_layers)
     else:
-        raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru, rnn or none)")
+        raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru, rnn, mingru or none)")
     return LearnedInitialState(core) if learned_initial_state else core
