@@ -591,3 +591,19 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
     steps = [m["global_step"] for m in read_metrics(run_dir)]
     assert steps == list(range(64, target + 1, 64))  # no gap, no duplicate
     assert load_checkpoint(run_dir / "checkpoints" / "final.pt")["global_step"] == target
+
+
+def test_run_precision_is_checked_and_restored_after_training(tmp_path):
+    import torch
+
+    from recurrl.config import ConfigError, load_config
+    from recurrl.run.train import matmul_precision
+
+    with pytest.raises(ConfigError, match="run.precision: must be fp32 or tf32, got 'bf16'"):
+        load_config(None, ["run.precision=bf16"])
+    before = torch.backends.cudnn.allow_tf32
+    with matmul_precision("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    with matmul_precision("fp32"):
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 == before

@@ -15,11 +15,13 @@ every rank's random streams and collector / env state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -64,6 +66,20 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """``run.precision`` for the block: ``tf32`` lets float32 matrix products and the cells'
+    recurrent products (cuDNN, the Triton kernels) run in TF32 on GPUs that have it; ``fp32``
+    keeps them in full float32. torch's own flags are restored afterwards (a Python caller's
+    settings are theirs)."""
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 class Trainer:
@@ -351,7 +367,7 @@ class Trainer:
         result = None
         try:
             self.callbacks.on_start(RunInfo.of(self, num_updates * self.steps_per_update))
-            with self.stop.installed():
+            with self.stop.installed(), matmul_precision(self.config.run.precision):
                 while (
                     self.update < num_updates and not self.stopped_by and not self.stop_requested()
                 ):
