@@ -141,6 +141,12 @@ def _mean_std(values: list[float]) -> str:
     return format_mean_std(values)  # 4 significant digits, as the command line prints returns
 
 
+def _worst(values: list[float]) -> str:
+    from recurrl.algo.evaluate import format_return
+
+    return format_return(min(values)) if values else "-"
+
+
 def _fraction(values: list[float], optimum: float | None) -> str:
     if not values or optimum is None or optimum <= 0:
         return "-"
@@ -156,13 +162,14 @@ def results_table(
     lines = [
         f"# Suite {suite_name}",
         "",
-        "Mean ± std over seeds. *final*: the last evaluation; *best*: the best evaluation of "
+        "Mean ± std over seeds. *final*: the last evaluation; *worst seed*: the lowest final "
+        "evaluation of any seed; *best*: the best evaluation of "
         "a run; *fraction*: return / the env's optimal return (where known and positive); "
         "*training*: mean episodic return over the last 10% of updates.",
         "",
-        "| experiment | env | seeds | final eval return | best eval return | final fraction "
-        "| best fraction | training return |",
-        "|---|---|---|---|---|---|---|---|",
+        "| experiment | env | seeds | final eval return | worst seed (final) | best eval return "
+        "| final fraction | best fraction | training return |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (env_id, run_dirs) in experiments.items():
         finals, bests, training = [], [], []
@@ -181,7 +188,8 @@ def results_table(
                 training.append(float(np.mean(returns[-max(1, len(returns) // 10) :])))
         optimum = envs.ENVIRONMENTS.get(env_id.split(":")[-1], {}).get("optimal_return")
         lines.append(
-            f"| {name} | {env_id} | {len(run_dirs)} | {_mean_std(finals)} | {_mean_std(bests)} "
+            f"| {name} | {env_id} | {len(run_dirs)} | {_mean_std(finals)} | {_worst(finals)} "
+            f"| {_mean_std(bests)} "
             f"| {_fraction(finals, optimum)} | {_fraction(bests, optimum)} "
             f"| {_mean_std(training)} |"
         )
