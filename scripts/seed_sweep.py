@@ -27,9 +27,15 @@ from pathlib import Path
 
 
 def run_one(
-    experiment: str, overrides: list[str], seed: int, budget: int, episodes: int, root: Path
+    experiment: str,
+    name: str,
+    overrides: list[str],
+    seed: int,
+    budget: int,
+    episodes: int,
+    root: Path,
 ) -> dict:
-    run = root / f"{abs(hash((tuple(overrides), seed, budget)))}"
+    run = root / f"{name}-{budget}-seed{seed}"
     python = [sys.executable, "-m", "recurrl"]
     started = time.perf_counter()
     train = [
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--keep", default=None, help="keep the run folders under this folder")
     args = parser.parse_args(argv)
     variants = {}
     for text in args.variant or ["base="]:
@@ -83,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [int(b) for b in args.budgets.split(",")]
     jobs = list(itertools.product(variants, budgets, seeds))
     os.environ.setdefault("WANDB_MODE", "disabled")
-    with tempfile.TemporaryDirectory(prefix="recurrl-sweep-") as root:
+    with tempfile.TemporaryDirectory(prefix="recurrl-sweep-") as scratch:
+        root = args.keep or scratch  # the run folders: kept there, or deleted at the end
         with ThreadPoolExecutor(args.workers) as pool:
             futures = {
                 job: pool.submit(
                     run_one,
                     args.experiment,
+                    job[0],
                     variants[job[0]],
                     job[2],
                     job[1],
