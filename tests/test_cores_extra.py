@@ -13,7 +13,7 @@ import recurrl
 from recurrl.app.cli import main
 from recurrl.config import ConfigError, PolicyConfig, load_config
 from recurrl.nn import RNN, MinGRU
-from recurrl.nn.mingru import linear_scan
+from recurrl.nn.mingru import SOLVERS, linear_recurrence
 from recurrl.policy.cores import make_core
 from recurrl.run.checkpoints import load_checkpoint
 from recurrl.run.train import train
@@ -68,6 +68,7 @@ def slow_mingru(x, h0, episode_start, core):
 
 
 SLOW = {"rnn": slow_rnn, "mingru": slow_mingru}
+FAST = {"rnn": ("fused",), "mingru": ("loop", "scan")}
 
 
 def build(kind: str, num_layers: int, input_size: int = 3, hidden: int = 5, dtype=F64):
@@ -136,7 +137,7 @@ def test_outputs_and_gradients_equal_the_slow_loop(kind, num_layers):
         return [y, h, *torch.autograd.grad((y * dy).sum() + (h * dh).sum(), leaves)]
 
     expected = results(*SLOW[kind](x, h0, episode_start, core))
-    for impl in ("reference", "auto"):
+    for impl in ("reference", *FAST[kind], "auto"):
         core.impl = impl
         actual = results(*core(x, h0, episode_start))
         for a, e in zip(actual, expected, strict=True):
@@ -175,29 +176,45 @@ def test_other_implementations_are_refused(kind):
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 8, 13, 64])
-def test_linear_scan_equals_the_step_loop(steps):
+@pytest.mark.parametrize("solver", ["scan", "loop"])
+def test_linear_recurrence_and_its_backward_equal_the_step_loop(steps, solver):
     generator = torch.Generator().manual_seed(steps)
     factors = torch.rand(steps, 3, 2, generator=generator, dtype=F64)
     factors[steps // 2, 1] = 0.0  # a reset: nothing before it reaches past it
     terms = torch.randn(steps, 3, 2, generator=generator, dtype=F64)
+    factors.requires_grad_()
+    terms.requires_grad_()
     h, expected = torch.zeros(3, 2, dtype=F64), []
     for t in range(steps):
         h = terms[t] + factors[t] * h
         expected.append(h)
-    torch.testing.assert_close(linear_scan(factors, terms), torch.stack(expected))
+    expected = torch.stack(expected)
+    actual = linear_recurrence(factors, terms, solver)
+    torch.testing.assert_close(actual, expected)
+    dh = torch.randn(expected.shape, generator=generator, dtype=F64)
+    grads = torch.autograd.grad((actual * dh).sum(), [factors, terms])
+    expected_grads = torch.autograd.grad((expected * dh).sum(), [factors, terms])
+    for a, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, e)
+    with torch.no_grad():
+        torch.testing.assert_close(SOLVERS[solver](factors, terms), expected)
 
 
-def test_mingru_long_chunk_with_resets_stays_exact_in_float32():
+def test_mingru_long_chunk_with_resets_agrees_in_float32():
     torch.manual_seed(0)
     core = MinGRU(4, 8, 2)
     x = torch.randn(256, 6, 4) * 3
     episode_start = torch.rand(256, 6) < 0.05
-    y, h = core(x, None, episode_start)
-    core.impl = "reference"
-    y_loop, h_loop = core(x, None, episode_start)
-    torch.testing.assert_close(y, y_loop, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(h, h_loop, rtol=1e-5, atol=1e-5)
-    assert torch.isfinite(y).all()
+    x.requires_grad_()
+    results = {}
+    for impl in ("scan", "loop", "reference"):
+        core.impl = impl
+        y, h = core(x, None, episode_start)
+        results[impl] = [y, h, *torch.autograd.grad((y * y).sum(), [x, *core.parameters()])]
+    for impl in ("scan", "loop"):
+        for a, e in zip(results[impl], results["reference"], strict=True):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

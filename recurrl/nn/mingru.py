@@ -14,30 +14,45 @@ reference loop and in the one-step acting path. Parameters per layer ``k``: ``we
 Layers are simply stacked (layer ``k + 1`` reads layer ``k``'s outputs); the output is ``y = h``
 of the last layer.
 
-Implementations: ``"scan"`` (:func:`mingru_layer_scan`, the default: ``impl="auto"`` resolves
-to it) and ``"reference"`` (:func:`mingru_layer_reference`, the step loop, the definition).
-Both are differentiated by autograd.
+Implementations, all computing the same thing (tested against each other and a slow loop):
+
+* ``"scan"`` (the default: ``impl="auto"`` resolves to it): the input projection and gates for
+  the whole chunk at once, then the linear recurrence ``h_t = a_t h_{t-1} + b_t`` solved by
+  recursive doubling (:func:`linear_scan`, ``O(log T)`` depth), with a hand-written backward
+  that is the same scan run backwards in time (:class:`LinearRecurrence`);
+* ``"loop"``: the same, with the recurrence solved by a plain step loop (:func:`linear_loop`,
+  one ``addcmul`` per step, no autograd graph). On one CPU thread it was measured 1.2-1.45x
+  faster than ``"scan"`` for a whole forward + backward (``(T, B, H)`` = (128, 64, 128): 30 ms
+  against 44; (16, 64, 64): 1.4 against 1.6; AMD EPYC, torch 2.13): the scan's ``log2 T``
+  passes over the chunk cost more memory traffic than ``T`` small steps. Kept selectable;
+  ``auto`` stays on the scan, which is what its depth is for on parallel devices;
+* ``"reference"`` (:func:`mingru_layer_reference`): the step loop differentiated by autograd,
+  the definition.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from recurrl.nn.cores import _check_inputs, _keep_mask, _stack
 
-MINGRU_IMPLEMENTATIONS = ("auto", "scan", "reference")
+MINGRU_IMPLEMENTATIONS = ("auto", "scan", "loop", "reference")
 
 
 def linear_scan(factors: Tensor, terms: Tensor) -> Tensor:
     """``h`` with ``h[t] = terms[t] + factors[t] * h[t - 1]`` (``h[-1] = 0``), over dim 0.
 
-    Recursive doubling (Hillis and Steele): ``ceil(log2 T)`` rounds of a few whole-tensor ops;
-    after the round with offset ``k``, ``terms[t]`` holds the recurrence summed over steps
-    ``t - 2k + 1 .. t`` and ``factors[t]`` the product of their factors (the forward twin of
-    :func:`recurrl.algo.returns.reverse_linear_scan`). ``O(T log T)`` work, ``O(log T)`` depth.
+    Recursive doubling (Hillis and Steele): ``ceil(log2 T)`` rounds of two whole-tensor ops
+    (ping-ponging between two buffers); after the round with offset ``k``, ``terms[t]`` holds the
+    recurrence summed over steps ``t - 2k + 1 .. t`` and ``factors[t]`` the product of their
+    factors (the forward twin of :func:`recurrl.algo.returns.reverse_linear_scan`).
+    ``O(T log T)`` work in ``O(log T)`` depth. No autograd graph is recorded through it when
+    called by :class:`LinearRecurrence`.
 
     Why this and not the log-space scan (Heinsen 2023, the paper's choice): here the factors are
     ``(1 - z) * keep`` in ``[0, 1]``, so every product in the doubling only shrinks, nothing
@@ -49,12 +64,71 @@ def linear_scan(factors: Tensor, terms: Tensor) -> Tensor:
     sums grow with ``T``.
     """
     steps, offset = terms.shape[0], 1
+    terms = terms.clone()
+    if steps == 1:
+        return terms
+    factors = factors.clone()
+    spare_terms, spare_factors = torch.empty_like(terms), torch.empty_like(factors)
     while offset < steps:
-        tail = terms[offset:] + factors[offset:] * terms[:-offset]
-        terms = torch.cat([terms[:offset], tail])
-        factors = torch.cat([factors[:offset], factors[offset:] * factors[:-offset]])
+        spare_terms[:offset] = terms[:offset]
+        torch.addcmul(terms[offset:], factors[offset:], terms[:-offset], out=spare_terms[offset:])
+        terms, spare_terms = spare_terms, terms
+        if 2 * offset < steps:  # the last round needs no products of factors
+            spare_factors[:offset] = factors[:offset]
+            torch.mul(factors[offset:], factors[:-offset], out=spare_factors[offset:])
+            factors, spare_factors = spare_factors, factors
         offset *= 2
     return terms
+
+
+def linear_loop(factors: Tensor, terms: Tensor) -> Tensor:
+    """:func:`linear_scan`'s result by the plain step loop: ``T - 1`` ``addcmul`` calls on
+    ``[B, H]`` slices, each written in place into the output (``O(T)`` work, ``O(T)`` depth)."""
+    out = torch.empty_like(terms)
+    out[0] = terms[0]
+    factor_s, term_s, out_s = factors.unbind(0), terms.unbind(0), out.unbind(0)
+    for t in range(1, terms.shape[0]):
+        torch.addcmul(term_s[t], factor_s[t], out_s[t - 1], out=out_s[t])
+    return out
+
+
+SOLVERS = {"scan": linear_scan, "loop": linear_loop}
+
+
+class LinearRecurrence(torch.autograd.Function):
+    """``(factors, terms, solver) -> h`` with ``h[t] = terms[t] + factors[t] * h[t - 1]``,
+    ``h[-1] = 0``; ``solver`` is ``"scan"`` or ``"loop"`` (:data:`SOLVERS`).
+
+    The backward is the same recurrence run backwards in time, solved by the same solver:
+    ``g[t] = dh[t] + factors[t + 1] * g[t + 1]``, then ``dterms = g`` and ``dfactors[t] = g[t] *
+    h[t - 1]`` (0 at ``t = 0``). Cheaper than autograd through the scan's rounds, which records
+    every round's buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, factors, terms, solver):
+        h = SOLVERS[solver](factors, terms)
+        ctx.solver = solver
+        ctx.save_for_backward(factors, h)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh):
+        factors, h = ctx.saved_tensors
+        next_factors = torch.zeros_like(factors)  # factors[t + 1], 0 after the last step
+        next_factors[:-1] = factors[1:]
+        g = SOLVERS[ctx.solver](next_factors.flip(0), dh.flip(0)).flip(0)
+        dfactors = torch.zeros_like(factors)
+        torch.mul(g[1:], h[:-1], out=dfactors[1:])
+        return dfactors, g, None
+
+
+def linear_recurrence(factors: Tensor, terms: Tensor, solver: str) -> Tensor:
+    """:class:`LinearRecurrence` when a gradient is recorded, else the solver alone."""
+    if torch.is_grad_enabled() and (factors.requires_grad or terms.requires_grad):
+        return LinearRecurrence.apply(factors, terms, solver)
+    return SOLVERS[solver](factors, terms)
 
 
 def _gates(x: Tensor, weight_ih: Tensor, bias_ih: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,21 +159,32 @@ def mingru_layer_reference(
     return torch.stack(outputs), h
 
 
-def mingru_layer_scan(
-    x: Tensor, h: Tensor, keep: Tensor, weight_ih: Tensor, bias_ih: Tensor
+def mingru_layer(
+    x: Tensor,
+    h: Tensor,
+    keep: Tensor,
+    weight_ih: Tensor,
+    bias_ih: Tensor,
+    solver: str = "scan",
 ) -> tuple[Tensor, Tensor]:
-    """One minGRU layer by :func:`linear_scan`; same arguments and result as
+    """One minGRU layer as a linear recurrence over the whole sequence, solved by ``solver``
+    (``"scan"``: :func:`linear_scan`, ``"loop"``: :func:`linear_loop`) with the hand-written
+    backward of :class:`LinearRecurrence`; same arguments and result as
     :func:`mingru_layer_reference`. The initial state enters as ``factors[0] * h`` added to the
     first term."""
     z, candidate = _gates(x, weight_ih, bias_ih)
     factors = (1 - z) * keep  # (T, B, H)
     terms = z * candidate
     first = torch.addcmul(terms[0], factors[0], h)  # (B, H)
-    y = linear_scan(factors, torch.cat([first.unsqueeze(0), terms[1:]]))
+    y = linear_recurrence(factors, torch.cat([first.unsqueeze(0), terms[1:]]), solver)
     return y, y[-1]
 
 
-MINGRU_LAYERS = {"scan": mingru_layer_scan, "reference": mingru_layer_reference}
+MINGRU_LAYERS = {
+    "scan": partial(mingru_layer, solver="scan"),
+    "loop": partial(mingru_layer, solver="loop"),
+    "reference": mingru_layer_reference,
+}
 
 
 class MinGRU(nn.Module):
@@ -109,8 +194,8 @@ class MinGRU(nn.Module):
         input_size: features of ``x``.
         hidden_size: features of ``h``.
         num_layers: stacked layers; every layer resets at the same steps.
-        impl: ``"auto"`` (= ``"scan"``), ``"scan"`` or ``"reference"``; an attribute, so it can
-            be switched on a built module.
+        impl: ``"auto"`` (= ``"scan"``), ``"scan"``, ``"loop"`` or ``"reference"``; an
+            attribute, so it can be switched on a built module.
     """
 
     def __init__(

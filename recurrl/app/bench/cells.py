@@ -1,7 +1,8 @@
 """Recurrent cell speed: forward + backward over ``[T, B]`` sequences with episode starts.
 
-For LSTM and GRU at several ``(T, B, H)`` (input size = H, 2% episode starts), the median time of
-one forward + backward pass (gradients of the input and every parameter) of:
+For LSTM and GRU (and, asked with ``--cells``, the Elman RNN and minGRU) at several
+``(T, B, H)`` (input size = H, 2% episode starts), the median time of one forward + backward
+pass (gradients of the input and every parameter) of:
 
 * ``ours``: ``recurrl.nn.LSTM``/``GRU`` with the default implementation (``impl="auto"``: on
   CPU the C kernels of ``recurrl.nn.native`` up to ``NATIVE_MAX_MACS`` per step, else ``fused``;
@@ -14,6 +15,12 @@ one forward + backward pass (gradients of the input and every parameter) of:
   vendor kernel cannot reset inside a sequence);
 * ``per_step``: ``torch.nn.LSTMCell``/``GRUCell`` stepped one timestep at a time in Python with the
   state masked at episode starts (what sb3-contrib and CleanRL do in training).
+
+``rnn`` (:class:`recurrl.nn.RNN`) has ``ours`` (= ``fused``), ``fused``, ``reference``, ``vendor``
+(``torch.nn.RNN``) and ``per_step`` (``torch.nn.RNNCell``); ``mingru`` (:class:`recurrl.nn.MinGRU`)
+has ``ours`` (its parallel scan) and ``reference`` (its step loop) only: no vendor module, no
+fused Function. A candidate a cell lacks prints as ``-`` (``null`` in the JSON), as do the ratios
+that need it.
 
 Candidates are interleaved (the order rotates every repeat) so that load from other processes
 falls on all of them alike; medians are over ``--repeats`` after ``--warmup`` passes. On a shared
@@ -42,7 +49,7 @@ from torch import Tensor
 
 from recurrl.app.bench import cpu_model
 from recurrl.app.cli import ArgumentParser, non_negative_int, plain_text, positive_int
-from recurrl.nn import GRU, LSTM, native, triton_kernels
+from recurrl.nn import GRU, LSTM, RNN, MinGRU, native, triton_kernels
 from recurrl.nn.cores import resolve_impl
 
 SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
@@ -50,7 +57,14 @@ CANDIDATES = ("ours", "fused", "triton", "reference", "vendor", "per_step")
 CELLS = {
     "lstm": (LSTM, torch.nn.LSTM, torch.nn.LSTMCell),
     "gru": (GRU, torch.nn.GRU, torch.nn.GRUCell),
+    "rnn": (RNN, torch.nn.RNN, torch.nn.RNNCell),
+    "mingru": (MinGRU, None, None),
 }
+LACKING = {"rnn": {"triton"}, "mingru": {"fused", "triton", "vendor", "per_step"}}
+"""Candidates a cell has no implementation of (left out of its rows)."""
+AUTO_IMPL = {"rnn": "fused", "mingru": "scan"}
+"""What ``impl="auto"`` always runs for the cells outside :func:`resolve_impl`."""
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -112,11 +126,12 @@ def build_candidates(
     episode_start = (torch.rand(steps, batch, generator=generator) < reset_prob).to(device)
     keep = (~episode_start).to(x.dtype).unsqueeze(-1)  # (T, B, 1)
     ours = ours_cls(hidden, hidden).to(device)
+    lacking = LACKING.get(cell, set())
     reference = ours_cls(hidden, hidden, impl="reference").to(device)
-    fused = ours_cls(hidden, hidden, impl="fused").to(device)
-    triton = ours_cls(hidden, hidden, impl="triton").to(device)
-    vendor = vendor_cls(hidden, hidden).to(device)
-    per_step = cell_cls(hidden, hidden).to(device)
+    fused = None if "fused" in lacking else ours_cls(hidden, hidden, impl="fused").to(device)
+    triton = None if "triton" in lacking else ours_cls(hidden, hidden, impl="triton").to(device)
+    vendor = None if vendor_cls is None else vendor_cls(hidden, hidden).to(device)
+    per_step = None if cell_cls is None else cell_cls(hidden, hidden).to(device)
     zero = torch.zeros(batch, hidden, device=device)
     cell_state = (zero, zero) if cell == "lstm" else zero
 
@@ -133,13 +148,15 @@ def build_candidates(
         "vendor": lambda: backward(vendor, vendor(x)[0]),
         "per_step": lambda: backward(per_step, per_step_loop(per_step, x, keep, cell_state)),
     }
-    return {name: candidates[name] for name in candidate_names(device)}
+    return {name: candidates[name] for name in candidate_names(device) if name not in lacking}
 
 
 def auto_impl(cell: str, shape: tuple[int, int, int], device: torch.device) -> str:
     """What ``impl="auto"`` runs for ``cell`` at ``shape`` (float32)."""
+    if cell in AUTO_IMPL:
+        return AUTO_IMPL[cell]
     _, batch, hidden = shape
-    gates = (4 if cell == "lstm" else 3) * hidden
+    gates = GATES[cell] * hidden
     return resolve_impl("auto", device, torch.float32, batch * gates * hidden)
 
 
@@ -167,9 +184,15 @@ def time_candidates(
 def summarize(
     cell: str, shape: tuple[int, int, int], impl: str, times: dict[str, list[float]]
 ) -> dict:
-    """Medians and the ratios the targets are stated in."""
+    """Medians and the ratios the targets are stated in (None where a candidate is missing)."""
     median = {name: statistics.median(values) for name, values in times.items()}
     fastest = {name: min(values) for name, values in times.items()}
+
+    def ratio(top: str, bottom: str) -> float | None:
+        if top not in median or bottom not in median:
+            return None
+        return median[top] / median[bottom]
+
     return {
         "cell": cell,
         "T": shape[0],
@@ -179,32 +202,38 @@ def summarize(
         "median_ms": median,
         "min_ms": fastest,
         "times_ms": times,
-        "ours_over_vendor": median["ours"] / median["vendor"],
-        "per_step_over_ours": median["per_step"] / median["ours"],
-        "per_step_over_vendor": median["per_step"] / median["vendor"],
-        "reference_over_ours": median["reference"] / median["ours"],
+        "ours_over_vendor": ratio("ours", "vendor"),
+        "per_step_over_ours": ratio("per_step", "ours"),
+        "per_step_over_vendor": ratio("per_step", "vendor"),
+        "reference_over_ours": ratio("reference", "ours"),
     }
 
 
-def table_header(names: list[str]) -> str:
+def table_header(names: list[str], cell_width: int = 5) -> str:
     """Column titles of :func:`table_row` for the candidates ``names``, and a rule under them."""
     header = (
-        f"{'cell':<5} {'T':>4} {'B':>4} {'H':>4} {'impl':>6} "
+        f"{'cell':<{cell_width}} {'T':>4} {'B':>4} {'H':>4} {'impl':>6} "
         + " ".join(f"{name + ' ms':>13}" for name in names)
         + f" {'ours/vendor':>12} {'per_step/ours':>14} {'per_step/vendor':>16} {'ref/ours':>9}"
     )
     return header + "\n" + "-" * len(header)
 
 
-def table_row(row: dict) -> str:
-    """One line: median ms per candidate and the ratios the targets are stated in."""
-    names = [name for name in CANDIDATES if name in row["median_ms"]]
+def table_row(row: dict, names: list[str] | None = None, cell_width: int = 5) -> str:
+    """One line: median ms per candidate (``names``, default those the row has; ``-`` for one
+    it lacks) and the ratios the targets are stated in."""
+    names = names or [name for name in CANDIDATES if name in row["median_ms"]]
+    medians = row["median_ms"]
+
+    def times(value: float | None, width: int) -> str:
+        return f"{'-':>{width + 1}}" if value is None else f"{value:>{width}.2f}x"
+
     return (
-        f"{row['cell']:<5} {row['T']:>4} {row['B']:>4} {row['H']:>4} {row['impl']:>6} "
-        + " ".join(f"{row['median_ms'][name]:>13.2f}" for name in names)
-        + f" {row['ours_over_vendor']:>11.2f}x {row['per_step_over_ours']:>13.2f}x"
-        + f" {row['per_step_over_vendor']:>15.2f}x"
-        + f" {row['reference_over_ours']:>8.2f}x"
+        f"{row['cell']:<{cell_width}} {row['T']:>4} {row['B']:>4} {row['H']:>4} {row['impl']:>6} "
+        + " ".join(f"{medians[name]:>13.2f}" if name in medians else f"{'-':>13}" for name in names)
+        + f" {times(row['ours_over_vendor'], 11)} {times(row['per_step_over_ours'], 13)}"
+        + f" {times(row['per_step_over_vendor'], 15)}"
+        + f" {times(row['reference_over_ours'], 8)}"
     )
 
 
@@ -232,7 +261,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=parse_shapes(default_shapes),
         help=f"comma-separated TxBxH (default {default_shapes})",
     )
-    parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm, gru")
+    parser.add_argument(
+        "--cells", default="lstm,gru", help="comma-separated: lstm, gru, rnn, mingru"
+    )
     parser.add_argument(
         "--repeats", type=positive_int, default=7, help="timed passes per candidate"
     )
@@ -269,14 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         + f" | native kernels: {info['native_kernels']}",
         flush=True,
     )
-    print(table_header(candidate_names(device)), flush=True)
+    names = candidate_names(device)
+    cell_width = max(5, *(len(cell) for cell in args.cells.split(",")))
+    print(table_header(names, cell_width), flush=True)
     rows = []
     for cell in args.cells.split(","):
         for shape in args.shapes:
             candidates = build_candidates(cell, shape, device, args.reset_prob)
             times = time_candidates(candidates, device, args.repeats, args.warmup)
             rows.append(summarize(cell, shape, auto_impl(cell, shape, device), times))
-            print(table_row(rows[-1]), flush=True)
+            print(table_row(rows[-1], names, cell_width), flush=True)
     if args.out:
         config = {key: value for key, value in vars(args).items() if key != "out"}
         with open(args.out, "w") as handle:
