@@ -208,14 +208,19 @@ class Summary(Callback):
 
 def describe_cells(policy: Any, device: Any, batch: int) -> str:
     """Which implementation runs the policy's recurrent cells when acting on ``batch`` envs:
-    ``native``, ``fused``, ``reference``, ``python loop`` (layer norm) or ``none``."""
+    ``native``, ``fused``, ``triton``, ``reference``, ``scan`` (mingru), ``python loop`` (layer
+    norm) or ``none``."""
     import torch
 
     from recurrl.nn import GRU, LSTM
     from recurrl.nn.cores import resolve_impl
+    from recurrl.nn.elman import RNN
+    from recurrl.nn.mingru import MinGRU
     from recurrl.policy.layernorm import LayerNormGRU, LayerNormLSTM
 
     for module in policy.modules():
+        if isinstance(module, RNN | MinGRU):
+            return module._implementation(torch.empty(0))
         if isinstance(module, LSTM | GRU):
             gates = module.gate_multiplier * module.hidden_size
             macs = batch * gates * module.hidden_size
