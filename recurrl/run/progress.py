@@ -220,7 +220,7 @@ def describe_cells(policy: Any, device: Any, batch: int) -> str:
 
     for module in policy.modules():
         if isinstance(module, RNN | MinGRU):
-            return module._implementation(torch.empty(0))
+            return module._implementation(torch.empty(0, device=device))
         if isinstance(module, LSTM | GRU):
             gates = module.gate_multiplier * module.hidden_size
             macs = batch * gates * module.hidden_size
