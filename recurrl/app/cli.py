@@ -273,6 +273,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    """Memory horizon and start-state drift of a trained policy (``recurrl.app.probe``)."""
+    from recurrl.app.probe import format_summary, probe_run
+
+    summary = probe_run(
+        args.run_dir, args.episodes, args.lags, args.epochs, args.out, args.seed, args.envs
+    )
+    print(format_summary(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="recurrl", description=plain_text(__doc__))
     commands = parser.add_subparsers(dest="command", required=True)
@@ -363,6 +374,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     export.add_argument("--out", help="file to write (default RUN_DIR/policy.onnx or policy.pt)")
     export.set_defaults(func=_export)
+    probe = commands.add_parser(
+        "probe", help="what a policy remembers: memory horizon, stale start states"
+    )
+    probe.add_argument("run_dir", metavar="RUN_DIR", help="run folder or checkpoint file")
+    probe.add_argument(
+        "--episodes", type=positive_int, default=8, help="greedy episodes played (default 8)"
+    )
+    probe.add_argument("--envs", type=positive_int, default=8, help="envs playing them (default 8)")
+    probe.add_argument(
+        "--lags",
+        type=positive_int,
+        help="lags 0..K of the horizon curves (default 64, or less for shorter episodes)",
+    )
+    probe.add_argument(
+        "--epochs",
+        type=non_negative_int,
+        default=4,
+        help="PPO epochs of the drift check (default 4; 0: no drift check)",
+    )
+    probe.add_argument("--out", help="folder to write (default RUN_DIR/probe)")
+    probe.add_argument("--seed", type=non_negative_int, default=0, help="env seed (default 0)")
+    probe.set_defaults(func=_probe)
     bench = commands.add_parser(
         "bench", help="benchmarks: cells, train, envs (each prints a table, writes JSON)"
     )
@@ -397,13 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = [e for e in extra]  # `wandb agent` passes --key=value
     from recurrl.app.plot import PlotError
+    from recurrl.app.probe import ProbeError
     from recurrl.app.video import VideoError
     from recurrl.errors import EnvStepError, TrainingError
     from recurrl.run.checkpoints import CheckpointError
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, PlotError, VideoError) as error:
+    except (ConfigError, CheckpointError, PlotError, ProbeError, VideoError) as error:
         print(f"recurrl: error: {error}", file=sys.stderr)
         return 2
     except TrainingError as error:  # a run that started and could not go on
