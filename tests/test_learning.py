@@ -2,8 +2,9 @@
 
 A recurrent run must score on 2 of 3 seeds (seeds stop early once the outcome is decided), with a
 threshold far above what a memoryless policy reaches (sb3-contrib reports ~50; the test below
-holds ours under 200) and below the optimum 500 by a margin, so a seed that lands at 480 instead
-of 500 after a change of float rounding does not decide the test.
+holds ours under 200) and 25 under the target every seed meets at 100k-200k steps (>= 475 of the
+optimum 500, docs/performance.md), so a seed that lands at 470 after a change of float rounding
+does not decide the test.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def test_recurrent_policy_solves_cartpole_without_velocity(tmp_path):
         lambda seed: train_and_evaluate(
             "cartpole_novelocity_lstm", tmp_path / f"seed{seed}", 100_000, seed
         ),
-        threshold=400,
+        threshold=450,
     )
-    assert sum(score >= 400 for score in scores) >= 2, scores
+    assert sum(score >= 450 for score in scores) >= 2, scores
 
 
 def test_memoryless_policy_fails_cartpole_without_velocity(tmp_path):
