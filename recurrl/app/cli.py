@@ -1,4 +1,5 @@
-"""``recurrl`` command line: train (and resume), eval, plot, suite, keys, envs."""
+"""``recurrl`` command line: train (and resume), eval, export, plot, suite, probe, keys, envs,
+bench."""
 
 from __future__ import annotations
 
