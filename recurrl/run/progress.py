@@ -20,7 +20,8 @@ from recurrl.run.callbacks import Callback, RunInfo
 
 
 def _number(value: Any, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+    """``value`` formatted, or ``-`` for none (an update in which no episode ended: NaN)."""
+    return "-" if value is None or value != value else format(value, fmt)
 
 
 def format_duration(seconds: float) -> str:
