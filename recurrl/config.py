@@ -341,6 +341,7 @@ _CHOICES = {
     "policy.activation": ("tanh", "relu"),
     "policy.encoder": ("auto", "mlp", "cnn"),
     "tracking.wandb.mode": ("disabled", "offline", "online"),
+    "run.precision": ("fp32", "tf32"),
 }
 
 _POSITIVE = (
@@ -397,8 +398,6 @@ def validate(config: Config) -> None:
     for key in ("run.torch_threads", "run.keep_checkpoints", "eval.every"):
         if _get(config, key) < 0:
             raise ConfigError(f"{key}: must be >= 0, got {_get(config, key)}")
-    if config.run.precision not in ("fp32", "tf32"):
-        raise ConfigError(f"run.precision: must be fp32 or tf32, got {config.run.precision!r}")
     device = config.device
     if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
         raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")

@@ -599,7 +599,7 @@ def test_run_precision_is_checked_and_restored_after_training(tmp_path):
     from recurrl.config import ConfigError, load_config
     from recurrl.run.train import matmul_precision
 
-    with pytest.raises(ConfigError, match="run.precision: must be fp32 or tf32, got 'bf16'"):
+    with pytest.raises(ConfigError, match="run.precision: must be one of fp32, tf32, got 'bf16'"):
         load_config(None, ["run.precision=bf16"])
     before = torch.backends.cudnn.allow_tf32
     with matmul_precision("tf32"):

@@ -79,8 +79,10 @@ def test_the_cli_writes_a_readable_multi_env_png(tmp_path, capsys):
     with Image.open(out) as image:
         width, height = image.size
     assert width > 2 * height  # two envs side by side, each with its two panels
-    assert main(["plot", str(root), "--out", str(out), "--smooth", "0"]) == 2
-    assert "--smooth must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["plot", str(root), "--out", str(out), "--smooth", "0"])
+    assert refused.value.code == 2
+    assert "argument --smooth: expected a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_runs_of_different_lengths_warn_and_are_not_cut(tmp_path):

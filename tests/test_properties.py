@@ -97,6 +97,8 @@ def valid_configs(draw) -> dict:
     ppo["rollout_len"] = ppo["bptt_len"] * draw(st.integers(1, 8))  # bptt_len divides it
     chunks = data["env"]["num_envs"] * ppo["rollout_len"] // ppo["bptt_len"]
     ppo["num_minibatches"] = draw(st.integers(1, chunks))
+    if data["policy"]["core"] not in ("lstm", "gru", "none"):
+        data["policy"]["layer_norm"] = False  # layer-normalised cells exist for these only
     return data
 
 
