@@ -252,6 +252,29 @@ class LSTM(_RecurrentBase):
         return y, (_stack(hs), _stack(cs))
 
 
+def run_hidden_layers(
+    module: _RecurrentBase,
+    x: Tensor,
+    state: Tensor | None,
+    episode_start: Tensor | None,
+    layers: dict,
+) -> tuple[Tensor, Tensor]:
+    """``module``'s layers over ``x[T, B, I]`` for a cell whose state is ``h`` alone (GRU, the
+    Elman RNN): ``layers[impl](x, h0, keep, *weights) -> (y, h)``; returns ``(y, h)``."""
+    _check_inputs(x, episode_start, module.input_size, type(module).__name__)
+    if state is None:
+        state = module.initial_state(x.shape[1], x.device, x.dtype)
+    module._check_state(state, x.shape[1])
+    keep = _keep_mask(x, episode_start)
+    run_layer = layers[module._implementation(x)]
+    hs = []
+    y = x
+    for layer in range(module.num_layers):
+        y, h = run_layer(y, state[layer], keep, *module.layer_weights(layer))
+        hs.append(h)
+    return y, _stack(hs)
+
+
 class GRU(_RecurrentBase):
     """Reset-aware multi-layer GRU with ``torch.nn.GRU``'s parameter layout.
 
@@ -268,18 +291,7 @@ class GRU(_RecurrentBase):
         self, x: Tensor, state: Tensor | None = None, episode_start: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Run ``x[T, B, I]`` from ``state``; returns ``(y[T, B, H], h)``."""
-        _check_inputs(x, episode_start, self.input_size, "GRU")
-        if state is None:
-            state = self.initial_state(x.shape[1], x.device, x.dtype)
-        self._check_state(state, x.shape[1])
-        keep = _keep_mask(x, episode_start)
-        run_layer = GRU_LAYERS[self._implementation(x)]
-        hs = []
-        y = x
-        for layer in range(self.num_layers):
-            y, h = run_layer(y, state[layer], keep, *self.layer_weights(layer))
-            hs.append(h)
-        return y, _stack(hs)
+        return run_hidden_layers(self, x, state, episode_start, GRU_LAYERS)
 
     def step(self, x: Tensor, state: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
         """One step for acting: as :meth:`LSTM.step`, state ``h``."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recurrl.nn.cores import _check_inputs, _keep_mask, _RecurrentBase, _stack
+from recurrl.nn.cores import _RecurrentBase, run_hidden_layers
 from recurrl.nn.fused.rnn import rnn_layer
 
 RNN_IMPLEMENTATIONS = ("auto", "fused", "reference")
@@ -84,18 +84,7 @@ class RNN(_RecurrentBase):
         self, x: Tensor, state: Tensor | None = None, episode_start: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Run ``x[T, B, I]`` from ``state``; returns ``(y[T, B, H], h)``."""
-        _check_inputs(x, episode_start, self.input_size, "RNN")
-        if state is None:
-            state = self.initial_state(x.shape[1], x.device, x.dtype)
-        self._check_state(state, x.shape[1])
-        keep = _keep_mask(x, episode_start)
-        run_layer = RNN_LAYERS[self._implementation(x)]
-        hs = []
-        y = x
-        for layer in range(self.num_layers):
-            y, h = run_layer(y, state[layer], keep, *self.layer_weights(layer))
-            hs.append(h)
-        return y, _stack(hs)
+        return run_hidden_layers(self, x, state, episode_start, RNN_LAYERS)
 
     def step(self, x: Tensor, state: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
         """One step for acting: ``x[B, I]``, ``episode_start[B]`` -> ``(y[B, H], h)``; the same

@@ -90,47 +90,40 @@ class GRUCore(nn.Module):
         return y, (h,)
 
 
-class RNNCore(nn.Module):
+class _HiddenStateCore(nn.Module):
+    """A core over a cell whose state is one tensor ``h`` (``cell_class``); state ``(h,)``."""
+
+    cell_class: type[nn.Module]
+
+    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.rnn = self.cell_class(in_features, hidden_size, num_layers)
+        self.out_features = hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return (self.rnn.initial_state(batch_size),)
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = self.rnn(x, state[0], episode_start)
+        return y, (h,)
+
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        y, h = self.rnn.step(x, state[0], episode_start)
+        return y, (h,)
+
+
+class RNNCore(_HiddenStateCore):
     """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (:class:`recurrl.nn.RNN`,
-    ``torch.nn.RNN``'s layout); state ``(h,)``."""
+    ``torch.nn.RNN``'s layout)."""
 
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
-        super().__init__()
-        self.rnn = rnn.RNN(in_features, hidden_size, num_layers)
-        self.out_features = hidden_size
-
-    def initial_state(self, batch_size: int) -> State:
-        return (self.rnn.initial_state(batch_size),)
-
-    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
-        y, h = self.rnn(x, state[0], episode_start)
-        return y, (h,)
-
-    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
-        y, h = self.rnn.step(x, state[0], episode_start)
-        return y, (h,)
+    cell_class = rnn.RNN
 
 
-class MinGRUCore(nn.Module):
+class MinGRUCore(_HiddenStateCore):
     """minGRU (Feng et al. 2024): gates from the input only, ``h_t = (1 - z_t) h_{t-1} + z_t
-    h~_t``, trained by a parallel scan over the chunk (:class:`recurrl.nn.MinGRU`); state
-    ``(h,)``."""
+    h~_t``, the recurrence solved over a chunk by a scan or a loop (:class:`recurrl.nn.MinGRU`)."""
 
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int) -> None:
-        super().__init__()
-        self.rnn = rnn.MinGRU(in_features, hidden_size, num_layers)
-        self.out_features = hidden_size
-
-    def initial_state(self, batch_size: int) -> State:
-        return (self.rnn.initial_state(batch_size),)
-
-    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
-        y, h = self.rnn(x, state[0], episode_start)
-        return y, (h,)
-
-    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
-        y, h = self.rnn.step(x, state[0], episode_start)
-        return y, (h,)
+    cell_class = rnn.MinGRU
 
 
 class FeedForwardCore(nn.Module):
