@@ -33,7 +33,7 @@ from recurrl.config import ConfigError
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import State
 from recurrl.policy.inputs import null_action
-from recurrl.policy.tree import TensorTree
+from recurrl.policy.tree import tree_map
 
 
 def is_device_env(envs: Any) -> bool:
@@ -353,20 +353,8 @@ class _Graphed:
 
 
 def _tree_clone(tree):
-    if isinstance(tree, Tensor):
-        return tree.clone()
-    if isinstance(tree, TensorTree):
-        return tree.map(lambda x: x.clone())
-    if isinstance(tree, tuple):
-        return tuple(_tree_clone(x) for x in tree)
-    return tree
+    return tree_map(lambda x: x.clone() if isinstance(x, Tensor) else x, tree)
 
 
 def _tree_copy(target, source) -> None:
-    if isinstance(target, Tensor):
-        target.copy_(source)
-    elif isinstance(target, tuple):
-        for t, s in zip(target, source, strict=True):
-            _tree_copy(t, s)
-    elif target is not None:
-        raise TypeError(f"cannot copy into {type(target).__name__}")
+    tree_map(lambda into, value: into.copy_(value), target, source)
