@@ -54,12 +54,18 @@ class EnvConfig:
 class PolicyConfig:
     core: str = "lstm"
     """Recurrent core: ``lstm``, ``gru``, ``rnn`` (Elman, tanh), ``mingru`` (minGRU, gates from
-    the input only, a parallel scan over each chunk), or ``none`` (memoryless baseline, same
-    encoder/heads). ``layer_norm`` is for ``lstm`` and ``gru`` only."""
+    the input only, a parallel scan over each chunk), ``transformer`` (causal self-attention over
+    the last ``context`` steps of the episode), ``tcn`` (causal dilated convolutions), or
+    ``none`` (memoryless baseline, same encoder/heads). ``layer_norm`` is for ``lstm`` and
+    ``gru`` only; ``learned_initial_state`` not for ``transformer`` or ``tcn``."""
     hidden_size: int = 64
     """Features of the recurrent state."""
     num_layers: int = 1
-    """Stacked recurrent layers."""
+    """Stacked recurrent layers (transformer: blocks; tcn: repeats of the dilation cycle)."""
+    context: int = 32
+    """Steps of memory of the ``transformer`` and ``tcn`` cores (>= 1; the others ignore it):
+    the transformer attends to at most this many earlier steps of the episode per layer; the
+    tcn's dilations ``1, 2, ..., 2^(n-1)`` reach at least this far (``2^n - 1 >= context``)."""
     encoder_sizes: list[int] = field(default_factory=lambda: [64])
     """Hidden layer sizes of the observation MLP encoder (``[]`` feeds observations directly)."""
     head_sizes: list[int] = field(default_factory=list)
@@ -337,7 +343,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 _CHOICES = {
     "env.vectorization": ("auto", "native", "sync", "async", "torch"),
-    "policy.core": ("lstm", "gru", "rnn", "mingru", "none"),
+    "policy.core": ("lstm", "gru", "rnn", "mingru", "transformer", "tcn", "none"),
     "policy.activation": ("tanh", "relu"),
     "policy.encoder": ("auto", "mlp", "cnn"),
     "tracking.wandb.mode": ("disabled", "offline", "online"),
@@ -348,6 +354,7 @@ _POSITIVE = (
     "env.num_envs",
     "policy.hidden_size",
     "policy.num_layers",
+    "policy.context",
     "ppo.total_steps",
     "ppo.rollout_len",
     "ppo.bptt_len",
@@ -408,6 +415,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"policy.layer_norm: only the lstm and gru cores have layer-normalised cells, not "
             f"policy.core={config.policy.core}"
+        )
+    if config.policy.learned_initial_state and config.policy.core in ("transformer", "tcn"):
+        raise ConfigError(
+            f"policy.learned_initial_state: the {config.policy.core} core's state is a window of "
+            f"past steps, which has no learned start"
         )
     _validate_wrappers(config.env.wrappers)
 

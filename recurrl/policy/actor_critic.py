@@ -153,6 +153,7 @@ class ActorCritic(nn.Module):
                 config.layer_norm,
                 config.learned_initial_state,
                 config.forget_bias,
+                config.context,
             )
 
         self.actor_core = core()

@@ -1,13 +1,17 @@
 """Sequence cores behind one interface.
 
 ``core(x[T, B, F], state, episode_start[T, B]) -> (y[T, B, H], state)`` where ``state`` is always
-a tuple of ``[num_layers, B, H]`` tensors: ``(h, c)`` for LSTM, ``(h,)`` for GRU, the Elman
-RNN and minGRU, ``()`` for the memoryless core. Acting uses ``core.step(x[B, F], state,
-episode_start[B]) -> (y[B, H], state)``, the same computation as the call with ``T = 1``
-(tested), through the native kernels' one-step path where they run.
+a tuple of 3-d tensors with the batch in dim 1: ``[num_layers, B, H]`` tensors ``(h, c)`` for
+LSTM, ``(h,)`` for GRU, the Elman RNN and minGRU; the windowed cores keep the steps they look
+back on, ``(memory_0[context, B, H], ..., length[1, B, 1])`` for the transformer and
+``(buffer[R - 1, B, F],)`` for the TCN; ``()`` for the memoryless core. Acting uses
+``core.step(x[B, F], state, episode_start[B]) -> (y[B, H], state)``, the same computation as the
+call with ``T = 1`` (tested), through the native kernels' one-step path where they run.
 
 Options: ``layer_norm`` swaps in the layer-normalised cells of :mod:`recurrl.policy.layernorm`
-(LSTM and GRU only); ``learned_initial_state`` wraps a core in :class:`LearnedInitialState`;
+(LSTM and GRU only); ``learned_initial_state`` wraps a core in :class:`LearnedInitialState`
+(not the transformer or TCN: their state is a window of past steps, not a start point);
+``context`` is the transformer's and the TCN's memory span;
 ``forget_bias`` sets the LSTM's forget-gate bias (the other cores have no forget gate and ignore
 it).
 """
@@ -126,6 +130,45 @@ class MinGRUCore(_HiddenStateCore):
     cell_class = rnn.MinGRU
 
 
+class _WindowCore(nn.Module):
+    """A core over a module that keeps a window of past steps (``window_class``); its state is
+    the module's own tuple."""
+
+    window_class: type[nn.Module]
+
+    def __init__(self, in_features: int, hidden_size: int, num_layers: int, context: int) -> None:
+        super().__init__()
+        self.net = self.window_class(in_features, hidden_size, num_layers, context)
+        self.out_features = hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.net.initial_state(batch_size)
+
+    def forward(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        return self.net(x, tuple(state), episode_start)
+
+    def step(self, x: Tensor, state: State, episode_start: Tensor) -> tuple[Tensor, State]:
+        return self.net.step(x, tuple(state), episode_start)
+
+
+class TransformerCore(_WindowCore):
+    """Pre-norm causal transformer over the last ``context`` steps of the episode, the window
+    cached per layer (:class:`recurrl.nn.CausalTransformer`)."""
+
+    window_class = rnn.CausalTransformer
+
+
+class TCNCore(_WindowCore):
+    """Causal dilated convolutions reaching at least ``context`` steps back, the last
+    ``receptive_field - 1`` inputs buffered (:class:`recurrl.nn.TCN`)."""
+
+    window_class = rnn.TCN
+
+
+WINDOW_CORES = {"transformer": TransformerCore, "tcn": TCNCore}
+"""The cores whose state is a window of past steps (``policy.context`` sets its span)."""
+
+
 class FeedForwardCore(nn.Module):
     """Memoryless baseline: one Linear + activation of the same width, no state."""
 
@@ -208,17 +251,27 @@ def make_core(
     layer_norm: bool = False,
     learned_initial_state: bool = False,
     forget_bias: float | None = 1.0,
+    context: int = 32,
 ) -> nn.Module:
-    """The core for ``policy.core`` (``lstm``, ``gru``, ``rnn``, ``mingru`` or ``none``) and its
-    options.
+    """The core for ``policy.core`` (``lstm``, ``gru``, ``rnn``, ``mingru``, ``transformer``,
+    ``tcn`` or ``none``) and its options.
 
     ``layer_norm`` and ``learned_initial_state`` have no effect on the memoryless core;
-    ``layer_norm`` is refused for ``rnn`` and ``mingru``; ``forget_bias`` is used by ``lstm`` only.
+    ``layer_norm`` is refused for every core but ``lstm`` and ``gru``, ``learned_initial_state``
+    for ``transformer`` and ``tcn``; ``forget_bias`` is used by ``lstm`` only, ``context`` by
+    ``transformer`` and ``tcn`` only.
     """
     if kind == "none":
         return FeedForwardCore(in_features, hidden_size, activation)
     if layer_norm and kind not in ("lstm", "gru"):
         raise ValueError(f"policy.layer_norm: only the lstm and gru cores have it, not {kind!r}")
+    if kind in WINDOW_CORES:
+        if learned_initial_state:
+            raise ValueError(
+                f"policy.learned_initial_state: the {kind} core's state is a window of past "
+                f"steps, which has no learned start; use it without learned_initial_state"
+            )
+        return WINDOW_CORES[kind](in_features, hidden_size, num_layers, context)
     if kind == "lstm":
         core = LSTMCore(in_features, hidden_size, num_layers, layer_norm, forget_bias)
     elif kind == "gru":
@@ -228,5 +281,7 @@ def make_core(
     elif kind == "mingru":
         core = MinGRUCore(in_features, hidden_size, num_layers)
     else:
-        raise ValueError(f"policy.core: unknown core {kind!r} (lstm, gru, rnn, mingru or none)")
+        raise ValueError(
+            f"policy.core: unknown core {kind!r} (lstm, gru, rnn, mingru, transformer, tcn or none)"
+        )
     return LearnedInitialState(core) if learned_initial_state else core

@@ -1,6 +1,7 @@
 """Recurrent cell speed: forward + backward over ``[T, B]`` sequences with episode starts.
 
-For LSTM and GRU (and, asked with ``--cells``, the Elman RNN and minGRU) at several
+For LSTM and GRU (and, asked with ``--cells``, the Elman RNN, minGRU, the windowed transformer
+and the TCN) at several
 ``(T, B, H)`` (input size = H, 2% episode starts), the median time of one forward + backward
 pass (gradients of the input and every parameter) of:
 
@@ -19,8 +20,11 @@ pass (gradients of the input and every parameter) of:
 ``rnn`` (:class:`recurrl.nn.RNN`) has ``ours`` (= ``fused``), ``fused``, ``reference``, ``vendor``
 (``torch.nn.RNN``) and ``per_step`` (``torch.nn.RNNCell``); ``mingru`` (:class:`recurrl.nn.MinGRU`)
 has ``ours`` (its parallel scan) and ``reference`` (its step loop) only: no vendor module, no
-fused Function. A candidate a cell lacks prints as ``-`` (``null`` in the JSON), as do the ratios
-that need it.
+fused Function; so have ``transformer`` (:class:`recurrl.nn.CausalTransformer`, one layer,
+``context`` 32: ``ours`` is the masked attention over the whole chunk) and ``tcn``
+(:class:`recurrl.nn.TCN`, ``context`` 32, receptive field 64), whose ``reference`` is one step
+at a time as acting runs it. A candidate a cell lacks prints as ``-`` (``null`` in the JSON), as
+do the ratios that need it.
 
 Candidates are interleaved (the order rotates every repeat) so that load from other processes
 falls on all of them alike; medians are over ``--repeats`` after ``--warmup`` passes. On a shared
@@ -49,7 +53,7 @@ from torch import Tensor
 
 from recurrl.app.bench import cpu_model
 from recurrl.app.cli import ArgumentParser, non_negative_int, plain_text, positive_int
-from recurrl.nn import GRU, LSTM, RNN, MinGRU, native, triton_kernels
+from recurrl.nn import GRU, LSTM, RNN, TCN, CausalTransformer, MinGRU, native, triton_kernels
 from recurrl.nn.cores import resolve_impl
 
 SHAPES = [(128, 64, 128), (32, 256, 256), (128, 16, 64), (512, 32, 128)]
@@ -59,10 +63,13 @@ CELLS = {
     "gru": (GRU, torch.nn.GRU, torch.nn.GRUCell),
     "rnn": (RNN, torch.nn.RNN, torch.nn.RNNCell),
     "mingru": (MinGRU, None, None),
+    "transformer": (CausalTransformer, None, None),
+    "tcn": (TCN, None, None),
 }
-LACKING = {"rnn": {"triton"}, "mingru": {"fused", "triton", "vendor", "per_step"}}
+ONLY_OURS = {"fused", "triton", "vendor", "per_step"}
+LACKING = {"rnn": {"triton"}, "mingru": ONLY_OURS, "transformer": ONLY_OURS, "tcn": ONLY_OURS}
 """Candidates a cell has no implementation of (left out of its rows)."""
-AUTO_IMPL = {"rnn": "fused", "mingru": "scan"}
+AUTO_IMPL = {"rnn": "fused", "mingru": "scan", "transformer": "chunk", "tcn": "chunk"}
 """What ``impl="auto"`` always runs for the cells outside :func:`resolve_impl`."""
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -262,7 +269,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated TxBxH (default {default_shapes})",
     )
     parser.add_argument(
-        "--cells", default="lstm,gru", help="comma-separated: lstm, gru, rnn, mingru"
+        "--cells",
+        default="lstm,gru",
+        help="comma-separated: lstm, gru, rnn, mingru, transformer, tcn",
     )
     parser.add_argument(
         "--repeats", type=positive_int, default=7, help="timed passes per candidate"

@@ -1,0 +1,144 @@
+"""Reset-aware temporal convolutional network: causal dilated convolutions over the episode.
+
+Kernel size 2 with dilations ``1, 2, 4, ..., 2^(n-1)``, the smallest ``n`` with
+``2^n - 1 >= context``, the cycle repeated ``num_layers`` times (WaveNet, van den Oord et al.
+2016; the TCN of Bai et al. 2018, https://arxiv.org/abs/1803.01271). Each level is a pre-norm
+residual block::
+
+    u = LN(h)        h[t] = h[t] + gelu(W [u[t - d]; u[t]])
+
+after a linear projection of the inputs to ``H``; the output is ``LN(h)`` with a bias. The
+output at step ``t`` reads the inputs of steps ``t - R + 1 .. t``, ``R = receptive_field = 1 +
+sum(dilations)``.
+
+The projection, the blocks' LayerNorms and ``W`` have no bias and ``gelu(0) = 0``, so a step
+whose inputs are all zero stays exactly zero at every level. A reset therefore only has to zero
+the inputs: the state is the buffer of the last ``R - 1`` inputs ``[R - 1, B, I]``, with the
+rows before the current episode's start zeroed, and a fresh episode starts from an all-zero
+buffer. Over a chunk, the taps of a step that reach before its episode's start read zero at
+every level (a mask per dilation, no loop over time): the same values a zero buffer gives, so a
+chunk equals stepping one step at a time (``impl="reference"``, tested) and nothing crosses an
+episode start. Each call runs the levels over ``R - 1 + T`` positions, so acting (``T = 1``)
+recomputes the whole receptive field: ``O(R)`` per step, not a per-level cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from recurrl.nn.attention import episode_first_index
+from recurrl.nn.cores import _check_inputs
+
+TCN_IMPLEMENTATIONS = ("auto", "chunk", "reference")
+
+
+def tcn_dilations(context: int, num_layers: int) -> tuple[int, ...]:
+    """``1, 2, ..., 2^(n-1)`` with ``2^n - 1 >= context`` (at least one level), ``num_layers``
+    times."""
+    levels = max(1, math.ceil(math.log2(context + 1)))
+    return tuple(2**level for level in range(levels)) * num_layers
+
+
+class TCN(nn.Module):
+    """Causal dilated convolutions; state ``(buffer[R - 1, B, I],)``.
+
+    Args:
+        input_size: ``I``; hidden_size: ``H``, the width of every level.
+        num_layers: repeats of the dilation cycle.
+        context: earlier steps one cycle must reach (>= 1), see :func:`tcn_dilations`.
+        impl: ``"auto"`` (= ``"chunk"``, every step of the chunk at once) or ``"reference"``
+            (one step at a time, as acting does).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        context: int = 32,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        if context < 1:
+            raise ValueError(f"TCN: context must be >= 1, got {context}")
+        if impl not in TCN_IMPLEMENTATIONS:
+            raise ValueError(f"TCN: impl must be one of {TCN_IMPLEMENTATIONS}, got {impl!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.impl = impl
+        self.dilations = tcn_dilations(context, num_layers)
+        self.receptive_field = 1 + sum(self.dilations)
+        self.input_projection = nn.Linear(input_size, hidden_size, bias=False)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, bias=False) for _ in self.dilations)
+        self.convolutions = nn.ModuleList(  # taps [u[t - d]; u[t]] -> H
+            nn.Linear(2 * hidden_size, hidden_size, bias=False) for _ in self.dilations
+        )
+        self.output_norm = nn.LayerNorm(hidden_size)
+
+    def initial_state(self, batch_size: int, device=None, dtype=None) -> tuple[Tensor]:
+        """The empty buffer: zeros ``[R - 1, B, I]``."""
+        weight = self.input_projection.weight
+        buffer = torch.zeros(
+            self.receptive_field - 1,
+            batch_size,
+            self.input_size,
+            device=device or weight.device,
+            dtype=dtype or weight.dtype,
+        )
+        return (buffer,)
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor] | None = None, episode_start: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """Run ``x[T, B, I]`` from ``state``; returns ``(y[T, B, H], (buffer,))``."""
+        _check_inputs(x, episode_start, self.input_size, "TCN")
+        T, B = x.shape[:2]
+        if state is None:
+            state = self.initial_state(B, x.device, x.dtype)
+        expected = (self.receptive_field - 1, B, self.input_size)
+        if len(state) != 1 or tuple(state[0].shape) != expected:
+            shapes = [list(part.shape) for part in state]
+            raise ValueError(f"TCN: state must be one buffer {list(expected)}, got {shapes}")
+        if episode_start is None:
+            episode_start = torch.zeros(T, B, dtype=torch.bool, device=x.device)
+        if self.impl not in TCN_IMPLEMENTATIONS:
+            raise ValueError(f"TCN: impl must be one of {TCN_IMPLEMENTATIONS}, got {self.impl!r}")
+        if self.impl != "reference":
+            y, buffer = self._chunk(x, state[0], episode_start)
+            return y, (buffer,)
+        buffer, outputs = state[0], []
+        for t in range(T):
+            y, buffer = self._chunk(x[t : t + 1], buffer, episode_start[t : t + 1])
+            outputs.append(y)
+        return torch.cat(outputs), (buffer,)
+
+    def step(
+        self, x: Tensor, state: tuple[Tensor], episode_start: Tensor
+    ) -> tuple[Tensor, tuple[Tensor]]:
+        """One step for acting: ``x[B, I]``, ``episode_start[B]`` -> ``(y[B, H], state)``."""
+        y, state = self(x.unsqueeze(0), state, episode_start.unsqueeze(0))
+        return y[0], state
+
+    def _chunk(self, x: Tensor, buffer: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
+        """Every level over ``[buffer ++ chunk]``, taps before a step's episode start masked."""
+        T, B = x.shape[:2]
+        past = self.receptive_field - 1
+        sequence = torch.cat([buffer, x])  # (N, B, I), N = past + T
+        carried = torch.full((B,), past, dtype=torch.long, device=x.device)  # zeros before a reset
+        first = episode_first_index(episode_start, past, carried)  # (T, B)
+        first = torch.cat([first.new_zeros(past, B), first])  # (N, B)
+        positions = torch.arange(past + T, device=x.device).unsqueeze(1)  # (N, 1)
+        h = self.input_projection(sequence)  # (N, B, H)
+        for dilation, norm, convolution in zip(
+            self.dilations, self.norms, self.convolutions, strict=True
+        ):
+            u = norm(h)
+            earlier = torch.cat([torch.zeros_like(u[:dilation]), u[:-dilation]])  # u[n - d]
+            same_episode = (positions - dilation >= first).unsqueeze(-1)  # (N, B, 1)
+            earlier = torch.where(same_episode, earlier, 0.0)
+            h = h + functional.gelu(convolution(torch.cat([earlier, u], dim=-1)))
+        kept = (positions[T:] >= first[-1]).unsqueeze(-1)  # (past, B, 1)
+        return self.output_norm(h[past:]), torch.where(kept, sequence[T:], 0.0)

@@ -1,0 +1,296 @@
+"""The transformer and TCN cores: chunk equals stepping, slow per-row loops as the definition
+(outputs and gradients), nothing crosses an episode start, the window's reach, state rows,
+state dicts, refusals, the benchmark rows and a tiny training run with resume for each."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from gymnasium import spaces
+from torch.nn import functional
+
+from recurrl.app.bench import cells
+from recurrl.config import ConfigError, PolicyConfig, load_config
+from recurrl.nn import TCN, CausalTransformer
+from recurrl.policy.actor_critic import ActorCritic
+from recurrl.policy.cores import TCNCore, TransformerCore, make_core
+from recurrl.policy.export import ExportError, export_policy
+from tests.test_cores_extra import test_train_checkpoint_and_resume as train_and_resume
+
+CORES = {"transformer": CausalTransformer, "tcn": TCN}
+KINDS = list(CORES)
+F64 = torch.float64
+TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def slow_transformer(x, episode_start, core):
+    """Each row's episode kept as a list of every layer's inputs; each step attends over the
+    last ``context + 1`` of them with explicit per-head scores (no masks)."""
+    steps, batch, _ = x.shape
+    context, heads = core.context, core.num_heads
+    head_size = core.hidden_size // heads
+    outputs = torch.zeros(steps, batch, core.hidden_size, dtype=x.dtype)
+    for b in range(batch):
+        inputs = [[] for _ in core.blocks]  # per layer: its inputs at this episode's steps
+        for t in range(steps):
+            if episode_start[t, b]:
+                inputs = [[] for _ in core.blocks]
+            h = core.input_projection(x[t, b])
+            for block, seen in zip(core.blocks, inputs, strict=True):
+                seen.append(h)
+                window = seen[-(context + 1) :]
+                normed = [block.attention_norm(step) for step in window]
+                query = block.query(normed[-1])
+                keys_values = [block.key_value(step) for step in normed]
+                attended = []
+                for head in range(heads):
+                    part = slice(head * head_size, (head + 1) * head_size)
+                    value_part = slice(core.hidden_size + part.start, core.hidden_size + part.stop)
+                    scores = torch.stack(
+                        [
+                            query[part] @ kv[part] / head_size**0.5
+                            + block.position_bias[head, len(window) - 1 - i]
+                            for i, kv in enumerate(keys_values)
+                        ]
+                    )
+                    weights = scores.softmax(0)
+                    attended.append(
+                        sum(w * kv[value_part] for w, kv in zip(weights, keys_values, strict=True))
+                    )
+                h = h + block.attention_out(torch.cat(attended))
+                h = h + block.mlp(block.mlp_norm(h))
+            outputs[t, b] = core.output_norm(h)
+    return outputs
+
+
+def slow_tcn(x, episode_start, core):
+    """Each row's episode inputs, the last ``R`` of them zero-padded on the left, run through
+    every level position by position; the output is the last position's."""
+    steps, batch, _ = x.shape
+    R = core.receptive_field
+    outputs = torch.zeros(steps, batch, core.hidden_size, dtype=x.dtype)
+    for b in range(batch):
+        episode = []
+        for t in range(steps):
+            if episode_start[t, b]:
+                episode = []
+            episode.append(x[t, b])
+            window = [torch.zeros_like(x[t, b])] * (R - len(episode)) + episode[-R:]
+            h = [core.input_projection(step) for step in window]
+            for dilation, norm, convolution in zip(
+                core.dilations, core.norms, core.convolutions, strict=True
+            ):
+                u = [norm(step) for step in h]
+                earlier = [
+                    u[i - dilation] if i >= dilation else torch.zeros_like(u[i]) for i in range(R)
+                ]
+                h = [
+                    h[i] + functional.gelu(convolution(torch.cat([earlier[i], u[i]])))
+                    for i in range(R)
+                ]
+            outputs[t, b] = core.output_norm(h[-1])
+    return outputs
+
+
+SLOW = {"transformer": slow_transformer, "tcn": slow_tcn}
+
+
+def build(kind, num_layers, input_size=3, hidden=8, context=3):
+    torch.manual_seed(1)
+    core = CORES[kind](input_size, hidden, num_layers, context).to(F64)
+    with torch.no_grad():  # a visible positional signal (it starts at zero)
+        for parameter in core.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return core
+
+
+def inputs(steps=10, batch=4, input_size=3, reset_prob=0.2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(steps, batch, input_size, generator=generator, dtype=F64)
+    episode_start = torch.rand(steps, batch, generator=generator) < reset_prob
+    episode_start[4, 1] = True  # at least one reset inside the chunk
+    episode_start[:, 3] = False  # and one row that never resets (the window fills and slides)
+    return x, episode_start
+
+
+def warm_state(core, batch=4, seed=3):
+    """A state carried from an earlier chunk (a full window for every row)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(9, batch, core.input_size, generator=generator, dtype=F64)
+    return core(x)[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_sequence_equals_step_by_step(kind, num_layers):
+    core = build(kind, num_layers)
+    x, episode_start = inputs()
+    state0 = warm_state(core)
+    y, state = core(x, state0, episode_start)
+    step_state, outputs = state0, []
+    for t in range(x.shape[0]):
+        out, step_state = core.step(x[t], step_state, episode_start[t])
+        outputs.append(out)
+    torch.testing.assert_close(torch.stack(outputs), y, **TOL)
+    for a, b in zip(step_state, state, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    core.impl = "reference"
+    y_reference, _ = core(x, state0, episode_start)
+    torch.testing.assert_close(y_reference, y, **TOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_outputs_and_gradients_equal_the_slow_loop(kind, num_layers):
+    core = build(kind, num_layers)
+    x, episode_start = inputs()
+    x.requires_grad_()
+    generator = torch.Generator().manual_seed(5)
+    dy = torch.randn(x.shape[0], x.shape[1], core.hidden_size, generator=generator, dtype=F64)
+    leaves = [x, *core.parameters()]
+
+    def results(y):
+        return [y, *torch.autograd.grad((y * dy).sum(), leaves, allow_unused=True)]
+
+    expected = results(SLOW[kind](x, episode_start, core))
+    first, state = core(x[:6], None, episode_start[:6])  # the window carried across two chunks
+    second, _ = core(x[6:], state, episode_start[6:])
+    for actual, wanted in zip(results(torch.cat([first, second])), expected, strict=True):
+        if wanted is None:
+            assert actual is None or not actual.any()
+        else:
+            torch.testing.assert_close(actual, wanted, **TOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_nothing_crosses_an_episode_start(kind, num_layers):
+    core = build(kind, num_layers)
+    x, _ = inputs()
+    state0 = warm_state(core)
+    for cut in (0, 4, 9):
+        episode_start = torch.zeros(x.shape[:2], dtype=torch.bool)
+        episode_start[cut] = True
+        y, state = core(x, state0, episode_start)
+        fresh_y, fresh_state = core(x[cut:])  # from the empty window
+        torch.testing.assert_close(y[cut:], fresh_y, **TOL)
+        for a, b in zip(state, fresh_state, strict=True):
+            torch.testing.assert_close(a, b, **TOL)
+    # Gradient isolation: nothing after the reset depends on inputs before it.
+    x = x.clone().requires_grad_()
+    episode_start = torch.zeros(x.shape[:2], dtype=torch.bool)
+    episode_start[5] = True
+    y, state = core(x, state0, episode_start)
+    (grad,) = torch.autograd.grad(y[5:].sum() + sum(s.sum() for s in state), x)
+    assert not grad[:5].any() and grad[5:].abs().sum() > 0
+    # One row resetting leaves the other rows as they were.
+    episode_start = torch.zeros(x.shape[:2], dtype=torch.bool)
+    episode_start[5, 2] = True
+    with torch.no_grad():
+        y, _ = core(x, state0, episode_start)
+        y_none, _ = core(x, state0, torch.zeros_like(episode_start))
+        rows = [0, 1, 3]
+        torch.testing.assert_close(y[:, rows], y_none[:, rows], **TOL)
+        torch.testing.assert_close(y[5:, 2], core(x[5:, 2:3])[0][:, 0], **TOL)
+
+
+def reach(core, steps):
+    """Which earlier steps the last output depends on (no resets): a bool per step."""
+    x = torch.randn(steps, 1, core.input_size, dtype=F64, requires_grad=True)
+    y, _ = core(x)
+    (grad,) = torch.autograd.grad(y[-1].sum(), x)
+    return grad[:, 0].abs().sum(-1) > 0
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_window_reach(num_layers):
+    transformer = build("transformer", num_layers, context=3)
+    seen = reach(transformer, 12)
+    assert seen.sum() == 1 + 3 * num_layers and seen[-1 - 3 * num_layers :].all()
+    tcn = build("tcn", num_layers, context=3)  # dilations 1, 2 per cycle: R = 1 + 3 * layers
+    assert tcn.dilations == (1, 2) * num_layers
+    assert tcn.receptive_field == 1 + 3 * num_layers
+    seen = reach(tcn, 12)
+    assert seen.sum() == tcn.receptive_field and seen[-tcn.receptive_field :].all()
+    assert TCN(3, 8, 1, context=32).receptive_field == 64  # dilations 1 .. 32
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_rows_select_and_save(kind, tmp_path):
+    core = build(kind, 2)
+    x, episode_start = inputs()
+    state0 = warm_state(core)
+    assert all(part.dim() == 3 and part.shape[1] == 4 for part in state0)
+    y, state = core(x, state0, episode_start)
+    rows = torch.tensor([3, 1])
+    row_state = tuple(part.index_select(1, rows) for part in state0)
+    y_rows, state_rows = core(x[:, rows], row_state, episode_start[:, rows])
+    torch.testing.assert_close(y_rows, y[:, rows], **TOL)
+    for a, b in zip(state_rows, state, strict=True):
+        torch.testing.assert_close(a, b.index_select(1, rows), **TOL)
+    # state dict and state survive a save / load
+    buffer = io.BytesIO()
+    torch.save({"weights": core.state_dict(), "state": state0}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    loaded = CORES[kind](3, 8, 2, 3).to(F64)
+    loaded.load_state_dict(saved["weights"])
+    torch.testing.assert_close(loaded(x, saved["state"], episode_start)[0], y, rtol=0, atol=0)
+
+
+def test_reset_empties_the_transformer_window():
+    core = build("transformer", 1)
+    state = warm_state(core)
+    assert (state[-1] == 3).all() and state[0].abs().sum() > 0
+    x, _ = inputs()
+    episode_start = torch.zeros(2, 4, dtype=torch.bool)
+    episode_start[1, 0] = True
+    _, state = core(x[:2], state, episode_start)
+    assert state[-1][0, :, 0].tolist() == [1, 3, 3, 3]
+    assert not state[0][:2, 0].any() and state[0][2, 0].any()  # only the last slot is filled
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refusals(kind):
+    with pytest.raises(ValueError, match="policy.layer_norm"):
+        make_core(kind, 3, 8, 1, "tanh", layer_norm=True)
+    with pytest.raises(ValueError, match="policy.learned_initial_state"):
+        make_core(kind, 3, 8, 1, "tanh", learned_initial_state=True)
+    for option in ("policy.layer_norm=true", "policy.learned_initial_state=true"):
+        with pytest.raises(ConfigError, match=option.split("=")[0]):
+            load_config(None, [f"policy.core={kind}", option])
+    with pytest.raises(ConfigError, match="policy.context"):
+        load_config(None, [f"policy.core={kind}", "policy.context=0"])
+    with pytest.raises(ValueError, match="impl"):
+        CORES[kind](3, 8, impl="fused")
+    with pytest.raises(ValueError, match="state"):
+        CORES[kind](3, 8)(torch.zeros(2, 1, 3), CORES[kind](3, 8).initial_state(2))
+    config = load_config(None, [f"policy.core={kind}", "policy.context=5"])
+    assert config.policy.context == 5 and PolicyConfig(core=kind).context == 32
+    core = make_core(kind, 3, 8, 2, "tanh", context=5)
+    assert isinstance(core, TransformerCore | TCNCore) and core.net.num_layers == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_is_refused(kind, tmp_path):
+    policy = ActorCritic(
+        spaces.Box(-1, 1, (3,)), spaces.Discrete(2), PolicyConfig(core=kind, hidden_size=8)
+    )
+    with pytest.raises(ExportError, match="cannot be exported"):
+        export_policy(policy, tmp_path / "policy.onnx", "onnx")
+    assert not (tmp_path / "policy.onnx").exists()
+
+
+def test_bench_cells_rows(tmp_path, capsys):
+    out = tmp_path / "cells.json"
+    argv = ["--cells", "transformer,tcn", "--shapes", "4x2x8", "--repeats", "1", "--out", str(out)]
+    assert cells.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "transformer" in printed and "tcn" in printed and out.exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_checkpoint_and_resume(kind, tmp_path, monkeypatch, capsys):
+    train_and_resume(kind, tmp_path, monkeypatch, capsys)
