@@ -17,7 +17,10 @@ BAD_INPUTS = [
     (["ppo.learning_rate=fast"], "ppo.learning_rate: expected float, got 'fast'"),
     (["env.num_envs=2.5"], "env.num_envs: expected int"),
     (["ppo.bptt_len=48", "ppo.rollout_len=128"], "ppo.bptt_len=48 must divide ppo.rollout_len"),
-    (["policy.core=transformer"], "policy.core: must be one of lstm, gru, rnn, mingru, none"),
+    (
+        ["policy.core=mamba"],
+        "policy.core: must be one of lstm, gru, rnn, mingru, transformer, tcn, none",
+    ),
     (["ppo.gamma=1.5"], "ppo.gamma: must be in [0, 1]"),
     (["env.id=recurrl/CartPoleNoVelocty-v0"], "env.id: unknown environment"),
     (["env.id=no_such_module:Env-v0"], "env.id: cannot import module 'no_such_module'"),

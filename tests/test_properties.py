@@ -99,6 +99,8 @@ def valid_configs(draw) -> dict:
     ppo["num_minibatches"] = draw(st.integers(1, chunks))
     if data["policy"]["core"] not in ("lstm", "gru", "none"):
         data["policy"]["layer_norm"] = False  # layer-normalised cells exist for these only
+    if data["policy"]["core"] in ("transformer", "tcn"):
+        data["policy"]["learned_initial_state"] = False  # a window of past steps has no start
     return data
 
 
