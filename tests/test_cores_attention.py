@@ -11,13 +11,17 @@ import torch
 from gymnasium import spaces
 from torch.nn import functional
 
+from recurrl.algo import ppo
+from recurrl.algo.make_env import make_vector_env
+from recurrl.algo.rollout import Collector
 from recurrl.app.bench import cells
-from recurrl.config import ConfigError, PolicyConfig, load_config
+from recurrl.config import ConfigError, EnvConfig, PolicyConfig, PPOConfig, load_config
 from recurrl.nn import TCN, CausalTransformer
 from recurrl.policy.actor_critic import ActorCritic
 from recurrl.policy.cores import TCNCore, TransformerCore, make_core
 from recurrl.policy.export import ExportError, export_policy
 from tests.test_cores_extra import test_train_checkpoint_and_resume as train_and_resume
+from tests.test_tbptt import gradients, stepwise_loss
 
 CORES = {"transformer": CausalTransformer, "tcn": TCN}
 KINDS = list(CORES)
@@ -250,6 +254,50 @@ def test_reset_empties_the_transformer_window():
     _, state = core(x[:2], state, episode_start)
     assert state[-1][0, :, 0].tolist() == [1, 3, 3, 3]
     assert not state[0][:2, 0].any() and state[0][2, 0].any()  # only the last slot is filled
+
+
+def collect(kind: str, rollout_len: int, bptt_len: int):
+    """As ``tests.conftest.collect_rollout`` on CartPoleNoVelocity, with ``context`` 4."""
+    torch.manual_seed(0)
+    envs = make_vector_env(EnvConfig(id="recurrl/CartPoleNoVelocity-v0", num_envs=3))
+    config = PolicyConfig(core=kind, hidden_size=8, encoder_sizes=[8], context=4)
+    policy = ActorCritic(envs.single_observation_space, envs.single_action_space, config)
+    collector = Collector(envs, policy.double(), rollout_len, bptt_len, seed=0)
+    collector.collect()  # start mid-episode so the first chunk state is not empty
+    rollout = collector.collect()
+    rollout.obs = rollout.obs.double()
+    advantages, returns = rollout.advantages(0.99, 0.95)
+    return policy, rollout, advantages, returns
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rollout_states_feed_the_update(kind):
+    """The collector's chunk-start windows reproduce its log-probs in the update, refreshing
+    them with unchanged parameters gives them back, and one chunk of the whole rollout has the
+    gradient of stepping through it (full BPTT)."""
+    policy, rollout, advantages, returns = collect(kind, 24, 8)
+    assert rollout.episode_start[1:].any()  # episodes end inside the rollout
+    sequences = ppo.make_sequences(rollout, advantages, returns, 8)
+    out = policy.evaluate_actions(
+        sequences.obs, sequences.actions, sequences.start_states, sequences.episode_start
+    )
+    torch.testing.assert_close(out.log_prob, sequences.log_probs, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out.value, sequences.values, rtol=0, atol=1e-9)
+    refreshed = ppo.refresh_start_states(policy, rollout, 8)
+    stored = ppo.chunk_states_to_batch(rollout.chunk_states)
+    for a, b in zip(refreshed, stored, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    policy, rollout, advantages, returns = collect(kind, 24, 24)
+    config = PPOConfig(rollout_len=24, bptt_len=24, num_minibatches=1, ent_coef=0.01)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    whole = ppo.make_sequences(rollout, advantages, returns, 24)
+    ours = gradients(policy, ppo.minibatch_loss(policy, whole, config)[0])
+    reference = gradients(policy, stepwise_loss(policy, rollout, advantages, returns, config))
+    assert len(ours) == len(reference) > 0
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", KINDS)
