@@ -4,8 +4,9 @@ Built from the env's spaces. Observations may be any supported space, nested ``D
 included (a :class:`~recurrl.policy.tree.TensorTree` inside recurrl); a top-level ``Dict`` key
 ``action_mask`` masks discrete actions. With ``shared_core`` the actor and critic read one core;
 otherwise each has its own (the critic's state then never depends on the actor's gradients). The
-policy state is a flat tuple of ``[num_layers, B, H]`` tensors: the actor core's, then the
-critic's. With ``prev_action`` / ``prev_reward`` the cores also read the previous action and
+policy state is a flat tuple of 3-d tensors with the batch in dim 1 (``[num_layers, B, H]``
+for the recurrent cores, the windows of :mod:`recurrl.policy.cores` for the others): the actor
+core's, then the critic's. With ``prev_action`` / ``prev_reward`` the cores also read the previous action and
 reward (see :mod:`recurrl.policy.inputs`); every method then takes them as ``prev_action`` /
 ``prev_reward``, shaped like the observations' leading dimensions.
 """
@@ -191,9 +192,10 @@ class ActorCritic(nn.Module):
     # --- state ------------------------------------------------------------------------------
 
     def initial_state(self, batch_size: int) -> State:
-        """Initial state for ``batch_size`` envs: a tuple of ``[num_layers, B, H]`` tensors.
+        """Initial state for ``batch_size`` envs: a tuple of 3-d tensors, batch in dim 1
+        (``[num_layers, B, H]`` for the recurrent cores).
 
-        Zeros, or the learned initial state with ``policy.learned_initial_state``.
+        Zeros (an empty window for the transformer and TCN), or the learned initial state with ``policy.learned_initial_state``.
         """
         device = self.value_head.weight.device
         state = tuple(self.actor_core.initial_state(batch_size))
