@@ -6,9 +6,9 @@ included (a :class:`~recurrl.policy.tree.TensorTree` inside recurrl); a top-leve
 otherwise each has its own (the critic's state then never depends on the actor's gradients). The
 policy state is a flat tuple of 3-d tensors with the batch in dim 1 (``[num_layers, B, H]``
 for the recurrent cores, the windows of :mod:`recurrl.policy.cores` for the others): the actor
-core's, then the critic's. With ``prev_action`` / ``prev_reward`` the cores also read the previous action and
-reward (see :mod:`recurrl.policy.inputs`); every method then takes them as ``prev_action`` /
-``prev_reward``, shaped like the observations' leading dimensions.
+core's, then the critic's. With ``prev_action`` / ``prev_reward`` the cores also read the
+previous action and reward (see :mod:`recurrl.policy.inputs`); every method then takes them as
+``prev_action`` / ``prev_reward``, shaped like the observations' leading dimensions.
 """
 
 from __future__ import annotations
@@ -195,7 +195,8 @@ class ActorCritic(nn.Module):
         """Initial state for ``batch_size`` envs: a tuple of 3-d tensors, batch in dim 1
         (``[num_layers, B, H]`` for the recurrent cores).
 
-        Zeros (an empty window for the transformer and TCN), or the learned initial state with ``policy.learned_initial_state``.
+        Zeros (an empty window for the transformer and TCN), or the learned initial state with
+        ``policy.learned_initial_state``.
         """
         device = self.value_head.weight.device
         state = tuple(self.actor_core.initial_state(batch_size))
