@@ -220,12 +220,12 @@ def test_window_reach(num_layers):
     transformer = build("transformer", num_layers, context=3)
     seen = reach(transformer, 12)
     assert seen.sum() == 1 + 3 * num_layers and seen[-1 - 3 * num_layers :].all()
-    tcn = build("tcn", num_layers, context=3)  # dilations 1, 2 per cycle: R = 1 + 3 * layers
-    assert tcn.dilations == (1, 2) * num_layers
+    tcn = build("tcn", num_layers, context=3)  # dilations 2, 1 per cycle: R = 1 + 3 * layers
+    assert tcn.dilations == (2, 1) * num_layers
     assert tcn.receptive_field == 1 + 3 * num_layers
     seen = reach(tcn, 12)
     assert seen.sum() == tcn.receptive_field and seen[-tcn.receptive_field :].all()
-    assert TCN(3, 8, 1, context=32).receptive_field == 64  # dilations 1 .. 32
+    assert TCN(3, 8, 1, context=32).receptive_field == 64  # dilations 32 .. 1
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,9 +1,12 @@
 """Reset-aware temporal convolutional network: causal dilated convolutions over the episode.
 
-Kernel size 2 with dilations ``1, 2, 4, ..., 2^(n-1)``, the smallest ``n`` with
+Kernel size 2 with dilations ``2^(n-1), ..., 4, 2, 1``, the smallest ``n`` with
 ``2^n - 1 >= context``, the cycle repeated ``num_layers`` times (WaveNet, van den Oord et al.
-2016; the TCN of Bai et al. 2018, https://arxiv.org/abs/1803.01271). Each level is a pre-norm
-residual block::
+2016; the TCN of Bai et al. 2018, https://arxiv.org/abs/1803.01271). The largest dilation comes
+first (WaveNet's order reversed, the same receptive field) because each level is a *valid*
+convolution, whose output is ``d`` positions shorter than its input: dropping the long ones
+first leaves ``R - 1 + T`` positions to the first level but only ``T + 1`` to the last. Each
+level is a pre-norm residual block::
 
     u = LN(h)        h[t] = h[t] + gelu(W [u[t - d]; u[t]])
 
@@ -18,8 +21,8 @@ rows before the current episode's start zeroed, and a fresh episode starts from 
 buffer. Over a chunk, the taps of a step that reach before its episode's start read zero at
 every level (a mask per dilation, no loop over time): the same values a zero buffer gives, so a
 chunk equals stepping one step at a time (``impl="reference"``, tested) and nothing crosses an
-episode start. Each call runs the levels over ``R - 1 + T`` positions, so acting (``T = 1``)
-recomputes the whole receptive field: ``O(R)`` per step, not a per-level cache.
+episode start. Acting (``T = 1``) recomputes what the last step needs from the buffer: ``R - 1``
+position-levels in all (63 for ``context`` 32, one cycle), not a cache per level.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ TCN_IMPLEMENTATIONS = ("auto", "chunk", "reference")
 
 
 def tcn_dilations(context: int, num_layers: int) -> tuple[int, ...]:
-    """``1, 2, ..., 2^(n-1)`` with ``2^n - 1 >= context`` (at least one level), ``num_layers``
+    """``2^(n-1), ..., 2, 1`` with ``2^n - 1 >= context`` (at least one level), ``num_layers``
     times."""
     levels = max(1, math.ceil(math.log2(context + 1)))
-    return tuple(2**level for level in range(levels)) * num_layers
+    return tuple(2**level for level in reversed(range(levels))) * num_layers
 
 
 class TCN(nn.Module):
@@ -123,7 +126,8 @@ class TCN(nn.Module):
         return y[0], state
 
     def _chunk(self, x: Tensor, buffer: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
-        """Every level over ``[buffer ++ chunk]``, taps before a step's episode start masked."""
+        """Valid convolutions over ``[buffer ++ chunk]``, taps before a step's episode start
+        masked; each level's output starts ``d`` positions later than its input."""
         T, B = x.shape[:2]
         past = self.receptive_field - 1
         sequence = torch.cat([buffer, x])  # (N, B, I), N = past + T
@@ -131,14 +135,15 @@ class TCN(nn.Module):
         first = episode_first_index(episode_start, past, carried)  # (T, B)
         first = torch.cat([first.new_zeros(past, B), first])  # (N, B)
         positions = torch.arange(past + T, device=x.device).unsqueeze(1)  # (N, 1)
-        h = self.input_projection(sequence)  # (N, B, H)
+        h = self.input_projection(sequence)  # (n, B, H), positions N - n .. N - 1
         for dilation, norm, convolution in zip(
             self.dilations, self.norms, self.convolutions, strict=True
         ):
             u = norm(h)
-            earlier = torch.cat([torch.zeros_like(u[:dilation]), u[:-dilation]])  # u[n - d]
-            same_episode = (positions - dilation >= first).unsqueeze(-1)  # (N, B, 1)
+            earlier, u, h = u[:-dilation], u[dilation:], h[dilation:]  # (n - d, B, H) each
+            first, positions = first[dilation:], positions[dilation:]
+            same_episode = (positions - dilation >= first).unsqueeze(-1)  # (n - d, B, 1)
             earlier = torch.where(same_episode, earlier, 0.0)
             h = h + functional.gelu(convolution(torch.cat([earlier, u], dim=-1)))
-        kept = (positions[T:] >= first[-1]).unsqueeze(-1)  # (past, B, 1)
-        return self.output_norm(h[past:]), torch.where(kept, sequence[T:], 0.0)
+        kept = torch.arange(T, T + past, device=x.device).unsqueeze(1) >= first[-1]  # (past, B)
+        return self.output_norm(h), torch.where(kept.unsqueeze(-1), sequence[T:], 0.0)
