@@ -90,18 +90,15 @@ def slow_tcn(x, episode_start, core):
             episode.append(x[t, b])
             window = [torch.zeros_like(x[t, b])] * (R - len(episode)) + episode[-R:]
             h = [core.input_projection(step) for step in window]
-            for dilation, norm, convolution in zip(
-                core.dilations, core.norms, core.convolutions, strict=True
-            ):
-                u = [norm(step) for step in h]
+            for dilation, convolution in zip(core.dilations, core.convolutions, strict=True):
                 earlier = [
-                    u[i - dilation] if i >= dilation else torch.zeros_like(u[i]) for i in range(R)
+                    h[i - dilation] if i >= dilation else torch.zeros_like(h[i]) for i in range(R)
                 ]
                 h = [
-                    h[i] + functional.gelu(convolution(torch.cat([earlier[i], u[i]])))
+                    h[i] + functional.gelu(convolution(torch.cat([earlier[i], h[i]])))
                     for i in range(R)
                 ]
-            outputs[t, b] = core.output_norm(h[-1])
+            outputs[t, b] = torch.tanh(core.output(h[-1]))
     return outputs
 
 
@@ -226,6 +223,19 @@ def test_window_reach(num_layers):
     seen = reach(tcn, 12)
     assert seen.sum() == tcn.receptive_field and seen[-tcn.receptive_field :].all()
     assert TCN(3, 8, 1, context=32).receptive_field == 64  # dilations 32 .. 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_zero_inputs_keep_gradients_bounded(kind):
+    """Features that are exactly zero (a zero observation through a zero-bias encoder) must not
+    blow gradients up: a bias-free LayerNorm at zero has gradient 1 / sqrt(eps) per level."""
+    core = CORES[kind](8, 16, 2)  # the default context, float32 as in training
+    x = torch.zeros(40, 3, 8)
+    x[0] = torch.randn(3, 8)  # a cue at the first step, zeros after it
+    x.requires_grad_()
+    y, _ = core(x)
+    (grad,) = torch.autograd.grad((y * torch.randn_like(y)).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().max() < 100, grad.abs().max()
 
 
 @pytest.mark.parametrize("kind", KINDS)

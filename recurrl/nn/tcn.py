@@ -6,16 +6,19 @@ Kernel size 2 with dilations ``2^(n-1), ..., 4, 2, 1``, the smallest ``n`` with
 first (WaveNet's order reversed, the same receptive field) because each level is a *valid*
 convolution, whose output is ``d`` positions shorter than its input: dropping the long ones
 first leaves ``R - 1 + T`` positions to the first level but only ``T + 1`` to the last. Each
-level is a pre-norm residual block::
+level is a residual block::
 
-    u = LN(h)        h[t] = h[t] + gelu(W [u[t - d]; u[t]])
+    h[t] = h[t] + gelu(W [h[t - d]; h[t]])
 
-after a linear projection of the inputs to ``H``; the output is ``LN(h)`` with a bias. The
-output at step ``t`` reads the inputs of steps ``t - R + 1 .. t``, ``R = receptive_field = 1 +
-sum(dilations)``.
+after a linear projection of the inputs to ``H``; the output is ``tanh(W_out h[t] + b_out)``.
+The output at step ``t`` reads the inputs of steps ``t - R + 1 .. t``, ``R = receptive_field =
+1 + sum(dilations)``.
 
-The projection, the blocks' LayerNorms and ``W`` have no bias and ``gelu(0) = 0``, so a step
-whose inputs are all zero stays exactly zero at every level. A reset therefore only has to zero
+The projection and ``W`` have no bias and ``gelu(0) = 0``, so a step whose inputs are all zero
+stays exactly zero at every level. (No LayerNorm inside: without a bias it keeps zero at zero,
+but its gradient there is ``1 / sqrt(eps)``, about 300 per level, and a policy's features are
+exactly zero often enough, e.g. a zero observation through a zero-bias encoder: six levels
+made gradients of 1e11.) A reset therefore only has to zero
 the inputs: the state is the buffer of the last ``R - 1`` inputs ``[R - 1, B, I]``, with the
 rows before the current episode's start zeroed, and a fresh episode starts from an all-zero
 buffer. Over a chunk, the taps of a step that reach before its episode's start read zero at
@@ -75,11 +78,10 @@ class TCN(nn.Module):
         self.dilations = tcn_dilations(context, num_layers)
         self.receptive_field = 1 + sum(self.dilations)
         self.input_projection = nn.Linear(input_size, hidden_size, bias=False)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, bias=False) for _ in self.dilations)
-        self.convolutions = nn.ModuleList(  # taps [u[t - d]; u[t]] -> H
+        self.convolutions = nn.ModuleList(  # taps [h[t - d]; h[t]] -> H
             nn.Linear(2 * hidden_size, hidden_size, bias=False) for _ in self.dilations
         )
-        self.output_norm = nn.LayerNorm(hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size)  # each step's own: it may have a bias
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> tuple[Tensor]:
         """The empty buffer: zeros ``[R - 1, B, I]``."""
@@ -136,14 +138,12 @@ class TCN(nn.Module):
         first = torch.cat([first.new_zeros(past, B), first])  # (N, B)
         positions = torch.arange(past + T, device=x.device).unsqueeze(1)  # (N, 1)
         h = self.input_projection(sequence)  # (n, B, H), positions N - n .. N - 1
-        for dilation, norm, convolution in zip(
-            self.dilations, self.norms, self.convolutions, strict=True
-        ):
-            u = norm(h)
-            earlier, u, h = u[:-dilation], u[dilation:], h[dilation:]  # (n - d, B, H) each
+        for dilation, convolution in zip(self.dilations, self.convolutions, strict=True):
+            earlier, h = h[:-dilation], h[dilation:]  # (n - d, B, H) each
             first, positions = first[dilation:], positions[dilation:]
             same_episode = (positions - dilation >= first).unsqueeze(-1)  # (n - d, B, 1)
             earlier = torch.where(same_episode, earlier, 0.0)
-            h = h + functional.gelu(convolution(torch.cat([earlier, u], dim=-1)))
+            h = h + functional.gelu(convolution(torch.cat([earlier, h], dim=-1)))
         kept = torch.arange(T, T + past, device=x.device).unsqueeze(1) >= first[-1]  # (past, B)
-        return self.output_norm(h), torch.where(kept.unsqueeze(-1), sequence[T:], 0.0)
+        y = torch.tanh(self.output(h))  # (T, B, H)
+        return y, torch.where(kept.unsqueeze(-1), sequence[T:], 0.0)
