@@ -376,7 +376,7 @@ def tmaze_return(kind: str, context: int, seed: int, run_dir) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_windowed_core_solves_the_tmaze_when_the_cue_is_in_reach(kind, tmp_path):
-    # Measured on 2 shared CPU cores, seed 1: transformer 1.00 (19 s), tcn 1.00 (26 s).
+    # Measured on 2 shared CPU cores, seed 1: transformer 1.00 (19 s), tcn 1.00 (17 s).
     scores = passes_on_seeds(lambda seed: tmaze_return(kind, 8, seed, tmp_path / f"{seed}"), 0.9)
     assert sum(score >= 0.9 for score in scores) >= 2, scores
 
