@@ -386,3 +386,11 @@ def test_transformer_cannot_see_a_cue_beyond_its_context(tmp_path):
     # context 2 (one layer): the cue is out of reach at the turn, so the policy is memoryless
     # there (best memoryless return 0; measured -0.02). Structural, so one seed.
     assert tmaze_return("transformer", 2, 1, tmp_path) < 0.5
+
+
+@pytest.mark.parametrize("kind", ["transformer", "tcn"])
+def test_start_banner_names_the_window_path(kind):
+    from recurrl.run.progress import describe_cells
+
+    policy = torch.nn.Sequential(make_core(kind, 3, 8, 1, "tanh", context=3))
+    assert describe_cells(policy, "cpu", 8) == "window"

@@ -210,13 +210,16 @@ class Summary(Callback):
 def describe_cells(policy: Any, device: Any, batch: int) -> str:
     """Which implementation runs the policy's recurrent cells when acting on ``batch`` envs:
     ``native``, ``fused``, ``triton``, ``reference``, ``scan`` (mingru), ``python loop`` (layer
-    norm) or ``none``."""
+    norm), ``window`` (transformer and tcn: each step recomputed over its cached window) or
+    ``none``."""
     import torch
 
     from recurrl.nn import GRU, LSTM
+    from recurrl.nn.attention import CausalTransformer
     from recurrl.nn.cores import resolve_impl
     from recurrl.nn.elman import RNN
     from recurrl.nn.mingru import MinGRU
+    from recurrl.nn.tcn import TCN
     from recurrl.policy.layernorm import LayerNormGRU, LayerNormLSTM
 
     for module in policy.modules():
@@ -228,4 +231,6 @@ def describe_cells(policy: Any, device: Any, batch: int) -> str:
             return resolve_impl(module.impl, torch.device(device), torch.float32, macs)
         if isinstance(module, LayerNormLSTM | LayerNormGRU):
             return "python loop (layer norm)"
+        if isinstance(module, CausalTransformer | TCN):
+            return "window"
     return "none"
