@@ -78,7 +78,7 @@ def test_train_on_an_env_class_defined_here(tmp_path):
 def test_train_on_a_vector_env_instance(tmp_path):
     envs = gym.vector.SyncVectorEnv([Recall] * 4)
     model = recurrl.PPO(envs, **small(tmp_path, ppo={"total_steps": 128}))
-    assert model.config.env.num_envs == 8  # the default; checked against the envs in learn
+    assert model.config.env.num_envs == 32  # the default; checked against the envs in learn
     with pytest.raises(ConfigError, match=r"env.num_envs: the VectorEnv passed has 4 envs"):
         model.learn()
     model = recurrl.PPO({"id": envs, "num_envs": 4}, **small(tmp_path, ppo={"total_steps": 128}))

@@ -25,3 +25,12 @@ def test_relative_links_resolve(document):
     local = [t for t in targets if "://" not in t and not t.startswith("mailto:")]
     missing = [t for t in local if not (document.parent / t).exists()]
     assert not missing, f"{document.relative_to(ROOT)} links to missing files: {missing}"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_experiment_file_is_a_valid_config_named_after_itself(path):
+    from recurrl.config import load_config
+
+    assert load_config(path, []).name == path.stem

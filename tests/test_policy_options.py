@@ -262,7 +262,7 @@ def test_layer_norm_option_swaps_the_cells():
     gru = ActorCritic(BOX, spaces.Discrete(2), PolicyConfig(core="gru", layer_norm=True))
     assert isinstance(lstm.actor_core.rnn, LayerNormLSTM)
     assert isinstance(gru.critic_core.rnn, LayerNormGRU)
-    assert [s.shape for s in lstm.initial_state(5)] == [(2, 5, 64)] * 4
+    assert [s.shape for s in lstm.initial_state(5)] == [(2, 5, PolicyConfig().hidden_size)] * 4
 
 
 # --- normalisation statistics across save / load -------------------------------------------------

@@ -217,7 +217,9 @@ def test_learning_rate_line_starts_where_it_is_told():
     assert learning_rate_at(config, 400, (400, 2e-4)) == 2e-4
     assert learning_rate_at(config, 700, (400, 2e-4)) == pytest.approx(1e-4, rel=1e-12)
     assert learning_rate_at(config, 1000, (400, 2e-4)) == 0.0
-    assert learning_rate_at(PPOConfig(anneal_lr=False), 700, (400, 2e-4)) == 3e-4
+    assert (
+        learning_rate_at(PPOConfig(learning_rate=3e-4, anneal_lr=False), 700, (400, 2e-4)) == 3e-4
+    )
 
 
 def test_resume_with_more_steps_anneals_on_from_the_rate_it_had(tmp_path, monkeypatch):

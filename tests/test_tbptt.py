@@ -179,3 +179,22 @@ def test_bptt_len_must_divide_rollout_len():
 
     with pytest.raises(ConfigError, match="ppo.bptt_len=48 must divide ppo.rollout_len=128"):
         config_from_dict({"ppo": {"rollout_len": 128, "bptt_len": 48}})
+
+
+def test_default_chunk_is_the_whole_rollout_and_minibatches_are_capped(tmp_path):
+    """The defaults backpropagate through the whole rollout, whatever ``rollout_len`` a user
+    sets alone, and a few envs with whole-rollout chunks still train (fewer sequences than
+    ``num_minibatches``: one minibatch per sequence)."""
+    from recurrl.config import config_from_dict, load_config
+    from recurrl.run.checkpoints import load_checkpoint
+    from recurrl.run.train import train
+
+    assert load_config(None, []).ppo.bptt_len == load_config(None, []).ppo.rollout_len
+    assert config_from_dict({"ppo": {"rollout_len": 32}}).ppo.bptt_len == 32
+    assert config_from_dict({"ppo": {"rollout_len": 256}}).ppo.bptt_len == 64
+    config = config_from_dict({"env": {"num_envs": 2}, "ppo": {"rollout_len": 8}})
+    assert config.num_chunks == 2 < config.ppo.num_minibatches
+    overrides = ["env.id=recurrl/TMaze-v0", "env.num_envs=2", "ppo.rollout_len=8"]
+    overrides += ["ppo.total_steps=32", "policy.hidden_size=8", "policy.encoder_sizes=[8]"]
+    train(load_config(None, [*overrides, f"run.dir={tmp_path}"]), quiet=True)
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["global_step"] == 32

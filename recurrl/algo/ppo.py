@@ -229,7 +229,8 @@ def update(
                 start_states=refresh_start_states(policy, rollout, config.bptt_len)
             )
         order = torch.randperm(num_sequences, generator=generator).to(device)
-        for number, index in enumerate(order.tensor_split(config.num_minibatches)):
+        minibatches = order.tensor_split(min(config.num_minibatches, num_sequences))
+        for number, index in enumerate(minibatches):
             loss, terms = minibatch_loss(policy, sequences.select(index), config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

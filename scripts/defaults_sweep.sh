@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The defaults sweep of docs/defaults.md: `recurrl train env.id=ID` with no experiment file and
+# no other setting, today's defaults against the previous ones, on POPGym's Easy memory tasks, the
+# own memory suite at its default difficulty and plain Gymnasium control tasks. Greedy return
+# over 20 episodes (scripts/seed_sweep.py) per seed.
+# Needs POPGym: pip install -e '.[popgym]'.
+# Usage: scripts/defaults_sweep.sh [SEEDS] [BUDGET] > docs/bench/defaults_sweep_popgym.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seeds=${1:-1,2}
+budget=${2:-200000}
+python=${PYTHON:-.venv/bin/python}
+export WANDB_MODE=${WANDB_MODE:-disabled}
+# The defaults before docs/defaults.md's sweep changed them.
+previous="env.num_envs=8,ppo.rollout_len=128,ppo.bptt_len=16,ppo.update_epochs=4"
+previous+=",ppo.learning_rate=0.0003,ppo.ent_coef=0.0,policy.hidden_size=64"
+previous+=",env.normalize_reward=false"
+variants=(--variant defaults=)
+# PREVIOUS=0 runs today's defaults only (the previous ones' numbers are in docs/defaults.md).
+[[ ${PREVIOUS:-1} == 1 ]] && variants+=(--variant "previous_defaults=$previous")
+tasks=()
+for task in RepeatFirst RepeatPrevious CountRecall Autoencode PositionOnlyCartPole \
+  NoisyPositionOnlyCartPole VelocityOnlyCartpole PositionOnlyPendulum MultiarmedBandit \
+  HigherLower Battleship Concentration MineSweeper; do
+  tasks+=("popgym:popgym-${task}Easy-v0")
+done
+tasks+=(recurrl/TMaze-v0 recurrl/RepeatPrevious-v0 recurrl/CueRecall-v0)
+tasks+=(recurrl/CartPoleNoVelocity-v0 CartPole-v1 Pendulum-v1)
+echo "# scripts/defaults_sweep.sh $seeds $budget: greedy return over 20 episodes per seed"
+echo "# on $(lscpu | sed -n 's/Model name: *//p'), $(nproc) cores, $(date -I)"
+for task in "${tasks[@]}"; do
+  "$python" scripts/seed_sweep.py "env.id=$task" "${variants[@]}" --seeds "$seeds" \
+    --budgets "$budget" \
+    --workers "$(nproc)" | grep -v '^done:'
+done
