@@ -81,7 +81,12 @@ def run_recurrl(
             "name": "bench",
             "seed": seed,
             "device": device,
-            "env": {"id": env_id, "num_envs": num_envs, "vectorization": vectorization},
+            "env": {
+                "id": env_id,
+                "num_envs": num_envs,
+                "vectorization": vectorization,
+                "normalize_reward": False,  # as sb3-contrib's RecurrentPPO (no VecNormalize)
+            },
             # sb3-contrib's MlpLstmPolicy: observation -> LSTM 128 -> MLP [64, 64] (tanh), for
             # the actor and the critic each.
             "policy": {
@@ -96,6 +101,8 @@ def run_recurrl(
                 "bptt_len": bptt_len,
                 "num_minibatches": 4,
                 "update_epochs": 4,
+                "learning_rate": 3e-4,  # sb3-contrib's defaults, not recurrl's
+                "ent_coef": 0.0,
             },
             "run": {
                 "dir": f"/tmp/recurrl-bench-{num_envs}-{time.time_ns()}",
