@@ -92,8 +92,9 @@ class PolicyConfig:
     """Train the initial recurrent state (reset to it at episode starts) instead of zeros."""
 
 
-# The defaults of env.num_envs, env.normalize_reward, policy.hidden_size and the ppo keys were picked by a sweep over
-# memory tasks nobody tuned for (POPGym, the own suite, CartPole, Pendulum): docs/defaults.md.
+# The defaults of env.num_envs, env.normalize_reward, policy.hidden_size and the ppo keys were
+# picked by a sweep over memory tasks nobody tuned for (POPGym, the own suite, CartPole,
+# Pendulum): docs/defaults.md.
 @dataclass
 class PPOConfig:
     total_steps: int = 100_000
