@@ -116,6 +116,11 @@ class BanditEnv(TaskEnv):
     probability as a green bar (the best arm darker; hidden from the agent), above a blue strip
     that fills as the episode passes.
 
+    ## Info
+
+    No ``memory_target``: the quantity to learn, the best arm, is never shown (``info`` is
+    empty but for the autoreset entries). See :mod:`envs.core`.
+
     ## Version History
 
     - v0: initial version.

@@ -16,8 +16,22 @@ observation of its next episode, ``info["final_obs"][i]`` holds the last observa
 ended episode and ``info["_final_obs"][i]`` is True. ``info["final_obs"]`` is a dense array
 shaped like the observations (rows where ``_final_obs`` is False hold that step's ordinary
 observation and mean nothing); Gymnasium's ``SyncVectorEnv`` uses an object array instead, and
-indexing ``info["final_obs"][i]`` reads the same from both. Steps without an ended episode return
-an empty ``info``. No step is spent on resets.
+indexing ``info["final_obs"][i]`` reads the same from both. No step is spent on resets.
+
+Memory ground truth: a task whose :meth:`Task.memory` says what the agent must remember puts it
+in the ``info`` of every ``reset`` and ``step``: ``info["memory_target"]``, the hidden quantity as
+a class id (int64, ``0 <= target < Task.memory_classes``), and ``info["memory_age"]``, how many
+steps ago it was last shown (int64; 0 when the observation returned with it shows it). Both are
+``[N]`` arrays from the vector env and Python ints from the single env. They always describe the
+observation returned with them, the one the policy reads next: for a copy whose episode ended at
+a step, the first observation of its next episode (age 0 of the new target), not
+``info["final_obs"]``. So a state probe pairs the recurrent state after reading an observation
+with that observation's target and age (``recurrl probe``'s state probe does). TMaze, CueRecall,
+RepeatPrevious, SequenceRecall and PointRecall provide them (each env's docstring says what the
+target is); MemoryGrid does not (its cue stays in view for as long as the walk keeps it there,
+so its age would need state of its own), nor Bandit (its best arm is never shown). Such envs
+return an empty ``info`` from ``reset`` and from steps without an ended episode. The torch twins
+(``envs.device``) do not return them.
 
 Randomness is counter-based (SplitMix64), so no Python loop over copies is needed and a copy draws
 the same numbers alone or in a batch of 4096. Copy ``i`` has a 64-bit key derived from its seed;
@@ -113,6 +127,8 @@ class Task:
     """Longest possible episode (steps); every episode terminates by then."""
     state_arrays: tuple[str, ...] = ()
     """Names of the subclass's per-copy arrays (``[N, ...]``) that :meth:`get_state` saves."""
+    memory_classes: int = 0
+    """How many values :meth:`memory`'s target takes (0 when the task has no memory target)."""
 
     def __init__(self, num_envs: int) -> None:
         if num_envs < 1:
@@ -158,6 +174,16 @@ class Task:
     def observe(self, rows: np.ndarray) -> np.ndarray:
         """Current observations of copies ``rows``: a new array ``[len(rows), *obs_shape]``."""
         raise NotImplementedError
+
+    def memory(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """What copies ``rows`` must remember now, or None for a task without such a quantity.
+
+        Describes the current observations (what :meth:`observe` returns, or :meth:`step` just
+        returned): ``(target [len(rows)] int64 in [0, memory_classes), age [len(rows)] int64)``,
+        the hidden quantity and the steps since it was last shown (0: shown now). Two new
+        arrays, read from the task's arrays without drawing anything that changes them.
+        """
+        return None
 
     def render(self, row: int) -> np.ndarray:
         """A picture of copy ``row``: ``[H, W, 3]`` uint8, the same size at every step."""
@@ -209,11 +235,18 @@ class TaskEnv(gym.Env):
         else:
             self.task.start(self._rows)
         self._keyed = True
-        return self.task.observe(self._rows)[0], {}
+        return self.task.observe(self._rows)[0], self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated = self.task.step(np.asarray(action)[None])
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._info()
+
+    def _info(self) -> dict[str, Any]:
+        """``memory_target`` and ``memory_age`` as ints where the task has them, else empty."""
+        memory = self.task.memory(self._rows)
+        if memory is None:
+            return {}
+        return {"memory_target": int(memory[0][0]), "memory_age": int(memory[1][0])}
 
     def render(self) -> np.ndarray | None:
         """The current picture ``[H, W, 3]`` uint8 with ``render_mode="rgb_array"``, else None."""
@@ -235,7 +268,8 @@ class TaskEnv(gym.Env):
 class TaskVectorEnv(gym.vector.VectorEnv):
     """``N`` copies of a :class:`Task` as a ``VectorEnv``; subclasses set ``task_class``.
 
-    Autoreset is ``SAME_STEP`` (see the module docstring for ``info["final_obs"]``).
+    Autoreset is ``SAME_STEP`` (see the module docstring for ``info["final_obs"]`` and for
+    ``info["memory_target"]`` / ``info["memory_age"]``).
 
     Args:
         num_envs: ``N``.
@@ -284,7 +318,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             keys = _entropy_keys(self.np_random, self.num_envs)
         self._keyed = True
         self.task.start(rows, None if keys is None else keys[rows])
-        return self.task.observe(self._all_rows), {}
+        return self.task.observe(self._all_rows), self._info()
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         obs, reward, terminated, truncated = self.task.step(np.asarray(actions))
@@ -292,12 +326,21 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             truncated |= self.task.elapsed >= self.max_episode_steps
         done = terminated | truncated
         if not done.any():
-            return obs, reward, terminated, truncated, {}
+            return obs, reward, terminated, truncated, self._info()
         rows = np.flatnonzero(done)
         self.task.start(rows)
         next_obs = obs.copy()  # obs keeps the final observations of the ended episodes
         next_obs[rows] = self.task.observe(rows)
-        return next_obs, reward, terminated, truncated, {"final_obs": obs, "_final_obs": done}
+        info = self._info()  # after the resets: it describes next_obs, like the observations
+        info.update(final_obs=obs, _final_obs=done)
+        return next_obs, reward, terminated, truncated, info
+
+    def _info(self) -> dict[str, Any]:
+        """``memory_target`` and ``memory_age`` ``[N]`` where the task has them, else empty."""
+        memory = self.task.memory(self._all_rows)
+        if memory is None:
+            return {}
+        return {"memory_target": memory[0], "memory_age": memory[1]}
 
     def get_state(self) -> dict[str, Any]:
         """Everything :meth:`set_state` needs to continue exactly from here (numpy and plain

@@ -29,6 +29,7 @@ class CueRecall(Task):
     """Batched cue recall (see :class:`CueRecallEnv`)."""
 
     state_arrays = ("cue", "answer", "query_phase")
+    memory_classes = 2
 
     def __init__(self, num_envs: int, num_bits: int = 4, delay: int = 10) -> None:
         super().__init__(num_envs)
@@ -78,6 +79,12 @@ class CueRecall(Task):
         phase = np.where(noisy, 1, np.where(answered, 2 + self.num_bits, self.query_phase))
         bits = np.where(noisy, draw(self.episode_keys, self.elapsed), np.uint64(0))
         return self._observation(bits, phase), reward, answered, np.zeros_like(answered)
+
+    def memory(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first cue bit (standing for all: each must be held until the query names one),
+        shown at t = 0 only: its age is the elapsed steps."""
+        target = (self.cue[rows] & np.uint64(1)).astype(np.int64)
+        return target, self.elapsed[rows]
 
     def render(self, row: int, cell: int = 16) -> np.ndarray:
         """Top row: the cue bits (yellow 1, dark 0), the queried one framed once asked; bottom
@@ -151,6 +158,13 @@ class CueRecallEnv(TaskEnv):
     ``render_mode="rgb_array"``: ``[32, 16 * max(num_bits, delay + 2), 3]`` uint8: the cue
     bits (yellow 1, dark 0; always drawn, though the agent sees them once), the queried bit
     framed in white once the query is shown, and a blue disc under the current step.
+
+    ## Info
+
+    ``info["memory_target"]``: the first cue bit (0 or 1). Every bit must be held alike until
+    the query names one, so the first stands for all of them; it is the answer in the
+    episodes that query bit 0. ``info["memory_age"]``: steps since the cue was shown, the
+    elapsed steps (0 at the first observation). See :mod:`envs.core`.
 
     ## Version History
 

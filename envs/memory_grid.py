@@ -228,6 +228,12 @@ class MemoryGridEnv(TaskEnv):
     uint8 (the observation is only the window framed in yellow): walls grey, floor light, the
     balls in their colours (1 red, 2 green, 3 blue, ...), the agent a dark disc.
 
+    ## Info
+
+    No ``memory_target``: the cue stays in view for as long as the walk keeps it there, so its
+    age would need state of its own (``info`` is empty but for the autoreset entries). See
+    :mod:`envs.core`.
+
     ## Version History
 
     - v0: initial version.

@@ -8,6 +8,7 @@ from gymnasium import spaces
 from .core import EPISODE_STREAM, Task, TaskEnv, TaskVectorEnv, draw, uniform
 
 MIN_RADIUS, MAX_RADIUS = 0.4, 0.9  # goal distance from the start, keeps 1 / d0 bounded
+_QUADRANTS = np.array([0, 1, 3, 2])  # quadrant by (x < 0) + 2 * (y < 0), counter-clockwise
 FLOOR, START, GOAL, AGENT = (235, 235, 235), (160, 160, 160), (80, 180, 80), (40, 90, 220)
 
 
@@ -15,6 +16,7 @@ class PointRecall(Task):
     """Batched point recall (see :class:`PointRecallEnv`)."""
 
     state_arrays = ("position", "goal", "distance", "start_distance")
+    memory_classes = 4
 
     def __init__(
         self, num_envs: int, delay: int = 0, travel_steps: int = 12, max_speed: float = 0.1
@@ -50,6 +52,12 @@ class PointRecall(Task):
         obs[:, 2:4] = self.goal[rows]
         obs[:, 4] = 1.0
         return obs
+
+    def memory(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The goal's quadrant, counter-clockwise from +x (0: x >= 0, y >= 0; 1: x < 0, y >= 0;
+        2: x < 0, y < 0; 3: x >= 0, y < 0), shown at t = 0 only: its age is the elapsed steps."""
+        negative = self.goal.take(rows, axis=0) < 0  # (n, 2): x < 0, y < 0
+        return _QUADRANTS.take(negative[:, 0] + 2 * negative[:, 1]), self.elapsed[rows]
 
     def render(self, row: int, size: int = 160) -> np.ndarray:
         """The square [-1, 1]^2 from above, ``[size, size, 3]``, y up: the start grey, the goal
@@ -125,6 +133,13 @@ class PointRecallEnv(TaskEnv):
 
     ``render_mode="rgb_array"``: the square from above, ``[160, 160, 3]`` uint8, y up: the
     start grey, the goal green (always drawn, though the agent sees it once), the agent blue.
+
+    ## Info
+
+    ``info["memory_target"]``: the goal's quadrant, counter-clockwise from +x (0: x >= 0,
+    y >= 0; 1: x < 0, y >= 0; 2: x < 0, y < 0; 3: x >= 0, y < 0), a class id for a goal that
+    is continuous. ``info["memory_age"]``: steps since the goal was shown, the elapsed steps (0
+    at the first observation). See :mod:`envs.core`.
 
     ## Version History
 

@@ -19,6 +19,7 @@ class RepeatPrevious(Task):
                 f"{num_symbols=}, {lag=}, {length=}"
             )
         self.num_symbols, self.lag, self.horizon = num_symbols, lag, length
+        self.memory_classes = num_symbols
         self.step_reward = 1.0 / (length - lag)  # so that a return lies in [-1, 1]
         self.observation_space = spaces.Box(0.0, 1.0, shape=(num_symbols,), dtype=np.float32)
         self.action_space = spaces.Discrete(num_symbols)
@@ -33,6 +34,12 @@ class RepeatPrevious(Task):
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         return self._one_hot.take(self.symbols(self.episode_keys[rows], self.elapsed[rows]), 0)
+
+    def memory(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The next symbol to name, seen at step ``max(t - lag, 0)``: the one named at this step
+        from ``t = lag`` on (age ``lag``), the first symbol before (age ``t``)."""
+        age = np.minimum(self.elapsed[rows], self.lag)
+        return self.symbols(self.episode_keys[rows], self.elapsed[rows] - age), age
 
     def render(self, row: int) -> np.ndarray:
         """The episode's steps in a row (see :func:`envs.core.symbol_tape`): the symbols seen
@@ -98,6 +105,12 @@ class RepeatPreviousEnv(TaskEnv):
     ``render_mode="rgb_array"``: ``[32, 16 * length, 3]`` uint8, one cell per step: the
     symbols seen so far in colour, the one to name now framed in white, a blue disc under the
     current step.
+
+    ## Info
+
+    ``info["memory_target"]``: the next symbol to name, the one seen at step ``max(t - lag,
+    0)``: from step ``lag`` on the symbol named at this step, before it the first symbol.
+    ``info["memory_age"]``: steps since it was seen, ``min(t, lag)``. See :mod:`envs.core`.
 
     ## Version History
 

@@ -18,6 +18,7 @@ class SequenceRecall(Task):
                 f"SequenceRecall: need length >= 1, num_symbols >= 2, got {length=}, {num_symbols=}"
             )
         self.length, self.num_symbols = length, num_symbols
+        self.memory_classes = num_symbols
         self.horizon = 2 * length
         self.observation_space = spaces.Box(0.0, 1.0, shape=(num_symbols + 2,), dtype=np.float32)
         self.action_space = spaces.Discrete(num_symbols)
@@ -38,6 +39,13 @@ class SequenceRecall(Task):
 
     def observe(self, rows: np.ndarray) -> np.ndarray:
         return self._observe_at(self.episode_keys[rows], self.elapsed[rows])
+
+    def memory(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The next symbol to recall, shown at step ``max(t - length, 0)``: the one recalled at
+        this step during recall (age ``length``), the first symbol before (age ``t``)."""
+        age = np.minimum(self.elapsed[rows], self.length)
+        shown = self.elapsed[rows] - age
+        return below(draw(self.episode_keys[rows], shown), self.num_symbols), age
 
     def render(self, row: int) -> np.ndarray:
         """The episode's steps in a row (see :func:`envs.core.symbol_tape`): the symbols shown
@@ -103,6 +111,13 @@ class SequenceRecallEnv(TaskEnv):
     ``render_mode="rgb_array"``: ``[32, 32 * length, 3]`` uint8, one cell per step: the
     symbols shown so far in colour, the recall steps light blue, the symbol to recall now
     framed in white, a blue disc under the current step.
+
+    ## Info
+
+    ``info["memory_target"]``: the next symbol to recall, the one shown at step ``max(t -
+    length, 0)``: during recall the symbol recalled at this step, before it the first symbol.
+    ``info["memory_age"]``: steps since it was shown, ``min(t, length)``. See
+    :mod:`envs.core`.
 
     ## Version History
 

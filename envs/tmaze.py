@@ -22,6 +22,7 @@ class TMaze(Task):
     """Batched passive T-maze (see :class:`TMazeEnv`)."""
 
     state_arrays = ("position", "goal")
+    memory_classes = 2
 
     def __init__(self, num_envs: int, length: int = 20, time_budget: int | None = None) -> None:
         super().__init__(num_envs)
@@ -45,6 +46,12 @@ class TMaze(Task):
         situation = np.where(self.position[rows] == self.length, _JUNCTION, _CORRIDOR)
         cue = self.goal[rows] - UP  # _CUE_UP or _CUE_DOWN
         return _OBSERVATIONS.take(np.where(self.elapsed[rows] == 0, cue, situation), axis=0)
+
+    def memory(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cued side (0 up, 1 down), shown at t = 0 only: its age is the elapsed steps."""
+        target = self.goal[rows]
+        target -= UP
+        return target, self.elapsed[rows]
 
     def render(self, row: int, cell: int = 16) -> np.ndarray:
         """The maze from above, ``[3 * cell, (length + 1) * cell, 3]``: the corridor in the
@@ -129,6 +136,12 @@ class TMazeEnv(TaskEnv):
     corridor is the middle row; the yellow lamp above or below the start is the cue (lit at
     the first step only, as the agent sees it); the cued arm is green, the other red; the agent
     is a blue disc.
+
+    ## Info
+
+    ``info["memory_target"]``: the cued side, 0 up or 1 down (``goal - 1``);
+    ``info["memory_age"]``: steps since the cue was shown, the elapsed steps (0 at the first
+    observation). See :mod:`envs.core` for which observation they describe.
 
     ## Version History
 

@@ -87,8 +87,11 @@ def test_vector_env_contract(env_id: str) -> None:
     assert vec.single_action_space == single.action_space
     assert vec.observation_space == batch_space(single.observation_space, num_envs)
     assert vec.action_space == batch_space(single.action_space, num_envs)
+    # info: the autoreset entries on steps that end an episode, and the memory ground truth
+    # (memory_target, memory_age) on every reset and step of the tasks that have one.
+    memory = {"memory_target", "memory_age"} if vec.task.memory_classes else set()
     obs, info = vec.reset(seed=3)
-    assert obs in vec.observation_space and info == {}
+    assert obs in vec.observation_space and info.keys() == memory
     ended = 0
     for actions in random_actions(vec.action_space, 60, seed=0):
         obs, reward, terminated, truncated, info = vec.step(actions)
@@ -99,13 +102,14 @@ def test_vector_env_contract(env_id: str) -> None:
         assert terminated.shape == truncated.shape == (num_envs,)
         done = terminated | truncated
         if done.any():
+            assert info.keys() == memory | {"final_obs", "_final_obs"}
             assert_same(info["_final_obs"], done)
             assert info["final_obs"].shape == obs.shape
             for i in np.flatnonzero(done):
                 assert info["final_obs"][i] in vec.single_observation_space
             ended += done.sum()
         else:
-            assert info == {}
+            assert info.keys() == memory
     assert ended > num_envs  # several episodes per copy
 
 
@@ -141,22 +145,35 @@ def test_vector_copies_equal_single_envs(env_id: str) -> None:
     num_envs, seed = 4, 21
     vec = gym.make_vec(env_id, num_envs=num_envs, **SMALL[env_id])
     singles = [gym.make(env_id, **SMALL[env_id]) for _ in range(num_envs)]
-    obs, _ = vec.reset(seed=seed)
+    memory = ("memory_target", "memory_age") if vec.task.memory_classes else ()
+
+    def same_memory(info: dict, i: int, single_info: dict) -> None:
+        """Copy i's memory entries equal the single env's (for the observation both return)."""
+        assert single_info.keys() == set(memory)
+        for key in memory:
+            assert info[key][i] == single_info[key]
+
+    obs, info = vec.reset(seed=seed)
     for i, env in enumerate(singles):
-        assert_same(obs[i], env.reset(seed=seed + i)[0])
+        single_obs, single_info = env.reset(seed=seed + i)
+        assert_same(obs[i], single_obs)
+        same_memory(info, i, single_info)
     episodes = np.zeros(num_envs, dtype=int)
     for actions in random_actions(vec.action_space, 120, seed=5):
         obs, reward, terminated, truncated, info = vec.step(actions)
         for i, env in enumerate(singles):
-            single_obs, single_reward, single_terminated, single_truncated, _ = env.step(actions[i])
+            single_obs, single_reward, single_terminated, single_truncated, single_info = env.step(
+                actions[i]
+            )
             assert reward[i] == single_reward
             assert (terminated[i], truncated[i]) == (single_terminated, single_truncated)
             if single_terminated or single_truncated:
                 assert info["_final_obs"][i]
                 assert_same(info["final_obs"][i], single_obs)
-                single_obs, _ = env.reset()
+                single_obs, single_info = env.reset()  # SAME_STEP: info describes this one
                 episodes[i] += 1
             assert_same(obs[i], single_obs)
+            same_memory(info, i, single_info)
     assert episodes.min() >= 3
 
 
