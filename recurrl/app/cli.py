@@ -279,7 +279,14 @@ def _probe(args: argparse.Namespace) -> int:
     from recurrl.app.probe import format_summary, probe_run
 
     summary = probe_run(
-        args.run_dir, args.episodes, args.lags, args.epochs, args.out, args.seed, args.envs
+        args.run_dir,
+        args.episodes,
+        args.lags,
+        args.epochs,
+        args.out,
+        args.seed,
+        args.envs,
+        args.state_episodes,
     )
     print(format_summary(summary))
     return 0
@@ -376,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="file to write (default RUN_DIR/policy.onnx or policy.pt)")
     export.set_defaults(func=_export)
     probe = commands.add_parser(
-        "probe", help="what a policy remembers: memory horizon, stale start states"
+        "probe", help="what a policy remembers: memory horizon, state probe, stale start states"
     )
     probe.add_argument("run_dir", metavar="RUN_DIR", help="run folder or checkpoint file")
     probe.add_argument(
@@ -393,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=4,
         help="PPO epochs of the drift check (default 4; 0: no drift check)",
+    )
+    probe.add_argument(
+        "--state-episodes",
+        type=non_negative_int,
+        default=256,
+        help="greedy episodes of the state probe (default 256; 0: no state probe)",
     )
     probe.add_argument("--out", help="folder to write (default RUN_DIR/probe)")
     probe.add_argument("--seed", type=non_negative_int, default=0, help="env seed (default 0)")

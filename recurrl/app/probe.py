@@ -1,6 +1,6 @@
 """``recurrl probe RUN_DIR``: what a trained recurrent policy remembers.
 
-Two measurements on a run's final (or latest) checkpoint:
+Three measurements on a run's final (or latest) checkpoint:
 
 - **Memory horizon.** The policy plays greedy episodes in its env; every step ``t`` is then
   replayed as a window of the ``K + 1`` steps up to it (from the state the policy really had at
@@ -18,8 +18,16 @@ Two measurements on a run's final (or latest) checkpoint:
   call). The drift is the mean over chunks after the first of ``|s_new - s_old| / |s_old|``
   (each chunk's states flattened together): how far the stored start states are from the ones
   the updated parameters would reach, what ``ppo.refresh_states`` corrects.
+- **State probe.** For an env whose ``info`` carries ``memory_target`` and ``memory_age`` (the
+  native memory tasks, see :mod:`recurrl.envs.core`), the policy plays greedy episodes of its
+  own; after each step the recurrent state (the core's output for the windowed and memoryless
+  cores, :func:`probe_features`) is paired with the target and age of the observation just
+  read. Per age bucket, a linear classifier (least squares on one-hot targets, standardised
+  features, a small ridge) is fitted on two thirds of the episodes and scored on the rest,
+  against chance: the held-out frequency of the training side's most frequent class.
 
-Writes ``probe/summary.json`` and, with matplotlib, ``probe/horizon.png`` and ``probe/drift.png``.
+Writes ``probe/summary.json`` and, with matplotlib, ``probe/horizon.png``, ``probe/drift.png``
+and ``probe/state_probe.png``.
 """
 
 from __future__ import annotations
@@ -37,12 +45,16 @@ from torch import Tensor
 
 from recurrl.algo.make_env import autoreset_is_next_step, make_vector_env
 from recurrl.policy import ActorCritic
+from recurrl.policy.cores import WINDOW_CORES
 from recurrl.policy.inputs import null_action
 from recurrl.policy.normalize import RunningNormalizer
 from recurrl.policy.tree import as_observation
 
 DEFAULT_LAGS = 64
 THRESHOLD = 0.01  # the horizon: the last lag whose gradient is at least 1% of lag 0's
+STATE_EPISODES = 256  # greedy episodes of the state probe (a third held out)
+EXACT_AGES = 32  # the state probe's ages below this get a bucket each, later ones double
+RIDGE = 1e-2  # the state probe's ridge, per training sample on standardised features
 
 
 class ProbeError(ValueError):
@@ -52,28 +64,41 @@ class ProbeError(ValueError):
 # --- collecting greedy episodes ----------------------------------------------------------------
 
 
-def greedy_steps(policy: ActorCritic, env_config, episodes: int, num_envs: int, seed: int):
+def greedy_steps(
+    policy: ActorCritic,
+    env_config,
+    episodes: int,
+    num_envs: int,
+    seed: int,
+    memory: bool = False,
+):
     """Play until each of ``num_envs`` envs finished its share of ``episodes`` greedy episodes.
 
     Returns a dict of ``[T, N, ...]`` tensors: ``obs`` (raw), ``episode_start``, ``valid`` (0 on
     NEXT_STEP reset-only steps), ``prev_action``, ``prev_reward`` and ``states`` (a tuple of
-    ``[T, layers, N, H]``: the state before each step, episode resets not yet applied).
+    ``[T, layers, N, H]``: the state before each step, episode resets not yet applied). With
+    ``memory``, also ``memory_target`` and ``memory_age`` ``[T, N]`` (int64, from the ``info``
+    that came with each observation; -1 where it had none) and ``features`` ``[T, N, F]``: what
+    the policy holds after reading the step's observation (see :func:`probe_features`).
     """
     num_envs = max(1, min(num_envs, episodes))
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     envs = make_vector_env(env_config, num_envs)
+    outputs: list[Tensor] = []  # core outputs of the step, for the windowed cores
+    hooks = _core_output_hooks(policy, outputs) if memory else []
     try:
         next_step = autoreset_is_next_step(envs, env_config.id)
         device = next(policy.parameters()).device
-        obs, _ = envs.reset(seed=seed)
+        obs, info = envs.reset(seed=seed)
         state = policy.initial_state(num_envs)
         episode_start = np.ones(num_envs, dtype=bool)
         prev_action = torch.as_tensor(null_action(policy.action_space, num_envs), device=device)
         prev_reward = torch.zeros(num_envs, dtype=policy.dtype, device=device)
         skip = np.zeros(num_envs, dtype=bool)
         done_count = np.zeros(num_envs, dtype=int)
-        record: dict[str, list] = {k: [] for k in ("obs", "start", "valid", "pa", "pr", "state")}
+        names = ("obs", "start", "valid", "pa", "pr", "state", "target", "age", "features")
+        record: dict[str, list] = {k: [] for k in names}
         with policy.acting():
             while (done_count < quota).any():
                 obs_t = as_observation(obs, device)
@@ -88,10 +113,16 @@ def greedy_steps(policy: ActorCritic, env_config, episodes: int, num_envs: int, 
                 record["pa"].append(prev_action.clone())
                 record["pr"].append(prev_reward.clone())
                 record["state"].append(tuple(s.clone() for s in state))
+                outputs.clear()
                 out = policy.step(obs_t, state, starts, True, prev_action, prev_reward)
                 state = out.state
+                if memory:
+                    target, age = _memory_entries(info, num_envs)
+                    record["target"].append(target)
+                    record["age"].append(age)
+                    record["features"].append(_flat_features(outputs or state).cpu())
                 action = policy.head.to_env(out.action.cpu().numpy())
-                obs, reward, terminated, truncated, _ = envs.step(action)
+                obs, reward, terminated, truncated, info = envs.step(action)
                 prev_action = torch.as_tensor(action, device=device)
                 prev_reward = torch.as_tensor(reward, dtype=policy.dtype, device=device)
                 done = (terminated | truncated) & ~skip
@@ -100,8 +131,10 @@ def greedy_steps(policy: ActorCritic, env_config, episodes: int, num_envs: int, 
                 skip = done if next_step else skip
     finally:
         envs.close()
+        for hook in hooks:
+            hook.remove()
     states = tuple(torch.stack(parts) for parts in zip(*record["state"], strict=True))
-    return {
+    steps = {
         "obs": torch.stack(record["obs"]),
         "episode_start": torch.stack(record["start"]),
         "valid": torch.stack(record["valid"]),
@@ -109,6 +142,54 @@ def greedy_steps(policy: ActorCritic, env_config, episodes: int, num_envs: int, 
         "prev_reward": torch.stack(record["pr"]),
         "states": states,
     }
+    if memory:
+        steps["memory_target"] = torch.stack(record["target"])
+        steps["memory_age"] = torch.stack(record["age"])
+        steps["features"] = torch.stack(record["features"])
+    return steps
+
+
+def probe_features(policy: ActorCritic) -> str:
+    """What the state probe reads, in words: the recurrent state after each step for the
+    recurrent cores (every layer's ``h``, and ``c`` for lstm; the critic core's too, when it
+    has its own), the core's output for the transformer and tcn (their state is a window of
+    past inputs, not a summary) and the memoryless core."""
+    core = policy.config.core
+    owner = "actor and critic cores" if policy.critic_core is not None else "shared core"
+    if core == "none":
+        return f"memoryless core's output ({owner})"
+    if core in WINDOW_CORES:
+        return f"{core} core output ({owner}; its state is a window of inputs, not a summary)"
+    parts = "h, c" if core == "lstm" else "h"
+    return f"{core} recurrent state {parts} ({owner}, every layer)"
+
+
+def _core_output_hooks(policy: ActorCritic, outputs: list[Tensor]) -> list:
+    """Hooks that append the core outputs (the inputs of the actor and critic MLPs, ``[B, H]``)
+    to ``outputs``, for the cores whose state is a window (:func:`probe_features`)."""
+    if policy.config.core not in WINDOW_CORES and policy.config.core != "none":
+        return []
+    readers = [policy.actor_mlp] + ([policy.critic_mlp] if policy.critic_core is not None else [])
+    return [m.register_forward_pre_hook(lambda _m, args: outputs.append(args[0])) for m in readers]
+
+
+def _flat_features(parts) -> Tensor:
+    """``[B, F]`` from core outputs ``[B, H]`` or state tensors ``[layers, B, H]``."""
+    flat = [p if p.dim() == 2 else p.transpose(0, 1).flatten(1) for p in parts]  # each (B, F_i)
+    return torch.cat(flat, dim=1).float()
+
+
+def _memory_entries(info: dict, num_envs: int) -> tuple[Tensor, Tensor]:
+    """``info["memory_target"]`` and ``info["memory_age"]`` as ``[N]`` int64, -1 where absent
+    (Gymnasium's vector envs mark present rows in ``info["_memory_target"]``)."""
+    target, age = info.get("memory_target"), info.get("memory_age")
+    if target is None or age is None:
+        missing = torch.full((num_envs,), -1, dtype=torch.long)
+        return missing, missing.clone()
+    present = np.asarray(info.get("_memory_target", np.ones(num_envs, dtype=bool)), dtype=bool)
+    target = np.where(present, np.asarray(target, dtype=np.int64), -1)
+    age = np.where(present, np.asarray(age, dtype=np.int64), -1)
+    return torch.from_numpy(target), torch.from_numpy(age)
 
 
 def longest_episode(episode_start: Tensor) -> int:
@@ -244,6 +325,109 @@ def horizon_lag(curve: list[float | None], threshold: float = THRESHOLD) -> dict
     return {"first_below": first_below, "last_above": max(above)}
 
 
+# --- state probe -------------------------------------------------------------------------------
+
+
+def age_buckets(max_age: int, exact: int = EXACT_AGES) -> list[tuple[int, int]]:
+    """Inclusive ``(first, last)`` age ranges up to ``max_age``: one per age below ``exact``,
+    then ranges that double, ``(exact, 2 * exact - 1)``, ``(2 * exact, 4 * exact - 1)``, ..."""
+    buckets = [(age, age) for age in range(min(exact, max_age + 1))]
+    first = exact
+    while first <= max_age:
+        buckets.append((first, 2 * first - 1))
+        first *= 2
+    return buckets
+
+
+def probe_accuracy(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, ridge: float = RIDGE
+) -> float:
+    """Held-out accuracy of a linear classifier: least squares from standardised features
+    ``[S, F]`` to one-hot targets ``[S]`` (ridge ``ridge * S_train`` on the weights, not on the
+    bias), the class of the largest output."""
+    x = train_x.double()
+    mean, scale = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)  # (F,)
+    x = (x - mean) / scale
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    y = torch.nn.functional.one_hot(train_y, classes).double()  # (S, C)
+    y_mean = y.mean(0)
+    gram = x.T @ x + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)  # (F, F)
+    weights = torch.linalg.solve(gram, x.T @ (y - y_mean))  # (F, C)
+    scores = ((test_x.double() - mean) / scale) @ weights + y_mean  # (S_test, C)
+    return float((scores.argmax(1) == test_y).double().mean())
+
+
+def state_probe(
+    features: Tensor,
+    targets: Tensor,
+    ages: Tensor,
+    episodes: Tensor,
+    seed: int = 0,
+    exact: int = EXACT_AGES,
+) -> dict:
+    """Linear-probe accuracy at decoding ``targets`` from ``features`` by age bucket.
+
+    Args:
+        features: ``[S, F]`` what the policy holds after each sample's observation.
+        targets: ``[S]`` int64 class ids (``memory_target``).
+        ages: ``[S]`` steps since the target was shown (``memory_age``).
+        episodes: ``[S]`` episode ids: a third of the episodes (drawn with ``seed``) are held
+            out, so no episode gives samples to both sides.
+        seed: the split's seed.
+        exact: ages below it get a bucket each (:func:`age_buckets`).
+
+    Returns:
+        ``ages`` / ``age_max`` (each bucket's first and last age), ``accuracy`` (held out, None
+        where a side has no sample), ``chance`` (the held-out frequency of the training
+        split's most frequent class: what predicting it scores), ``samples`` per bucket, and
+        ``train_episodes`` / ``test_episodes``.
+    """
+    ids = episodes.unique()
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+    held_out = ids[order[: len(ids) // 3]]
+    test = torch.isin(episodes, held_out)
+    result: dict[str, Any] = {k: [] for k in ("ages", "age_max", "accuracy", "chance", "samples")}
+    for first, last in age_buckets(int(ages.max()), exact):
+        rows = (ages >= first) & (ages <= last)
+        if not rows.any():
+            continue
+        train_rows, test_rows = rows & ~test, rows & test
+        accuracy = chance = None
+        if train_rows.any() and test_rows.any():
+            train_y, test_y = targets[train_rows], targets[test_rows]
+            accuracy = probe_accuracy(features[train_rows], train_y, features[test_rows], test_y)
+            majority = torch.bincount(train_y).argmax()
+            chance = float((test_y == majority).double().mean())
+        for key, value in zip(
+            result, (first, last, accuracy, chance, int(rows.sum())), strict=True
+        ):
+            result[key].append(value)
+    result["train_episodes"] = len(ids) - len(held_out)
+    result["test_episodes"] = len(held_out)
+    return result
+
+
+def probe_memory(policy: ActorCritic, env_config, episodes: int, num_envs: int, seed: int) -> dict:
+    """Play ``episodes`` greedy episodes recording ``memory_target`` / ``memory_age`` and the
+    policy's features (:func:`probe_features`), and run :func:`state_probe` on the steps that
+    have a target."""
+    steps = greedy_steps(policy, env_config, episodes, num_envs, seed, memory=True)
+    T, N = steps["episode_start"].shape
+    column_offset = torch.arange(N) * (T + 1)  # (N,): episode ids unique across envs
+    episode = steps["episode_start"].long().cumsum(0) + column_offset  # (T, N)
+    keep = steps["valid"].bool() & (steps["memory_target"] >= 0)  # (T, N)
+    features = steps["features"][keep]  # (S, F)
+    result = state_probe(
+        features, steps["memory_target"][keep], steps["memory_age"][keep], episode[keep], seed
+    )
+    return {
+        "features": probe_features(policy),
+        "feature_size": int(features.shape[1]),
+        "method": "least squares on one-hot targets (ridge), standardised features",
+        **result,
+    }
+
+
 # --- stale start states ------------------------------------------------------------------------
 
 
@@ -330,8 +514,14 @@ def probe_run(
     out: str | Path | None = None,
     seed: int = 0,
     num_envs: int = 8,
+    state_episodes: int = STATE_EPISODES,
 ) -> dict:
-    """Probe a run folder (or checkpoint); write ``summary.json`` (+ PNGs); return the summary."""
+    """Probe a run folder (or checkpoint); write ``summary.json`` (+ PNGs); return the summary.
+
+    The state probe plays ``state_episodes`` greedy episodes of its own (0: no state probe);
+    it is skipped, with the reason under ``state_probe["skipped"]``, for an env whose ``info``
+    has no ``memory_target``.
+    """
     from recurrl.config import config_from_dict
     from recurrl.run.checkpoints import (
         check_spaces,
@@ -342,13 +532,16 @@ def probe_run(
 
     if lags is not None and lags <= 0:
         raise ProbeError(f"--lags must be a positive integer, got {lags}")
-    if episodes <= 0 or epochs < 0:
-        raise ProbeError("--episodes must be positive and --epochs at least 0")
+    if episodes <= 0 or epochs < 0 or state_episodes < 0:
+        raise ProbeError("--episodes must be positive, --epochs and --state-episodes at least 0")
     path = resolve_checkpoint_path(run)
     payload = load_checkpoint(path)
     env_config = config_from_dict(payload["config"]).env
     envs = make_vector_env(env_config, 1)
-    envs.close()
+    try:
+        has_memory = "memory_target" in envs.reset(seed=seed)[1]
+    finally:
+        envs.close()
     check_spaces(payload, envs.single_observation_space, envs.single_action_space, env_config.id)
     policy, config = policy_from_checkpoint(payload)
     torch.manual_seed(seed)
@@ -357,6 +550,12 @@ def probe_run(
         lags = max(1, min(DEFAULT_LAGS, longest_episode(steps["episode_start"]) - 1))
     curves = memory_horizon(policy, steps, lags)
     drift = state_drift(policy, config, payload, epochs, seed) if epochs > 0 else None
+    if state_episodes == 0:
+        memory: dict[str, Any] = {"skipped": "--state-episodes 0"}
+    elif not has_memory:
+        memory = {"skipped": f"{config.env.id} puts no memory_target in its info"}
+    else:
+        memory = probe_memory(policy, config.env, state_episodes, num_envs, seed)
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = Path(out) if out is not None else run_dir / "probe"
     out.mkdir(parents=True, exist_ok=True)
@@ -373,6 +572,7 @@ def probe_run(
             "value_horizon": horizon_lag(curves["value"]),
         },
         "drift": drift,
+        "state_probe": memory,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["images"] = _plots(summary, out)
@@ -380,7 +580,8 @@ def probe_run(
 
 
 def _plots(summary: dict, out: Path) -> list[str]:
-    """``horizon.png`` (log y) and ``drift.png`` when matplotlib is installed."""
+    """``horizon.png`` (log y), ``drift.png`` and ``state_probe.png`` when matplotlib is
+    installed."""
     try:
         import matplotlib
 
@@ -416,6 +617,24 @@ def _plots(summary: dict, out: Path) -> list[str]:
         fig.savefig(out / "drift.png", dpi=100)
         plt.close(fig)
         written.append(str(out / "drift.png"))
+    memory = summary["state_probe"]
+    if "accuracy" in memory:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, style, label in (
+            ("accuracy", "o-", "linear probe (held out)"),
+            ("chance", "--", "chance (majority class)"),
+        ):
+            values = [math.nan if v is None else v for v in memory[name]]  # gaps, no sample
+            ax.plot(memory["ages"], values, style, label=label)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("steps since memory_target was shown (first age of the bucket)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{summary['env_id']}: decoding memory_target")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "state_probe.png", dpi=100)
+        plt.close(fig)
+        written.append(str(out / "state_probe.png"))
     return written
 
 
@@ -447,6 +666,30 @@ def format_summary(summary: dict) -> str:
             f"start-state drift: {_number(drift['same_parameters'])} with the same parameters; "
             f"after 1..{len(drift['after_epochs'])} PPO epochs: {epochs}"
         )
+    lines += _format_state_probe(summary["state_probe"])
     for image in summary.get("images", []):
         lines.append(f"wrote {image}")
     return "\n".join(lines)
+
+
+def _format_state_probe(memory: dict) -> list[str]:
+    """The state probe's lines: what it read, then accuracy and chance at a few ages."""
+    if "skipped" in memory:
+        return [f"state probe: skipped ({memory['skipped']})"]
+    lines = [
+        f"state probe: linear decoding of memory_target from the {memory['features']}, "
+        f"{memory['feature_size']} features; {memory['train_episodes']} training / "
+        f"{memory['test_episodes']} held-out episodes"
+    ]
+    count = len(memory["ages"])
+    shown = sorted({0, 1, 2, 4, 8, 16, count // 2, count - 1} & set(range(count)))
+    labels = [
+        str(memory["ages"][i])
+        if memory["ages"][i] == memory["age_max"][i]
+        else f"{memory['ages'][i]}-{memory['age_max'][i]}"
+        for i in shown
+    ]
+    lines.append("age      " + " ".join(f"{label:>8}" for label in labels))
+    for name in ("accuracy", "chance"):
+        lines.append(f"{name:<8} " + " ".join(f"{_number(memory[name][i]):>8}" for i in shown))
+    return lines
