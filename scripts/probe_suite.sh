@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The probe plots of docs/cores.md: `recurrl probe` (memory horizon, state probe, stale start
+# states) on trained policies of the memory suite, written to docs/probe/NAME/. Trains each run
+# into RUNS/NAME first unless RUNS/NAME/checkpoints/final.pt exists.
+# Usage: scripts/probe_suite.sh [RUNS]   (default runs/probe_suite)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-runs/probe_suite}
+python=${PYTHON:-.venv/bin/python}
+export WANDB_MODE=${WANDB_MODE:-disabled}
+tmaze100=(env.id=recurrl/TMaze-v0 env.kwargs.length=100 ppo.rollout_len=256 ppo.bptt_len=256
+  ppo.total_steps=500000)
+
+probe() {  # NAME "PROBE FLAGS" TRAIN ARGS...
+  local name=$1 flags=$2
+  shift 2
+  if [[ ! -f $runs/$name/checkpoints/final.pt ]]; then
+    "$python" -m recurrl train "$@" "run.dir=$runs/$name" --quiet
+  fi
+  # shellcheck disable=SC2086  # flags are words
+  "$python" -m recurrl probe "$runs/$name" $flags --out "docs/probe/$name"
+}
+
+probe tmaze100_lstm "--lags 101" "${tmaze100[@]}"
+probe tmaze100_transformer "--lags 101" "${tmaze100[@]}" policy.core=transformer policy.context=128
+probe tmaze100_tcn "--lags 101" "${tmaze100[@]}" policy.core=tcn policy.context=128
+probe cue_recall_lstm "" experiments/cue_recall_lstm.yaml
+probe repeat_previous_lstm "" experiments/repeat_previous_lstm.yaml
