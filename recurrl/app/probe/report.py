@@ -126,8 +126,11 @@ def _format_state_probe(memory: dict) -> list[str]:
         f"{memory['feature_size']} features; {memory['train_episodes']} training / "
         f"{memory['test_episodes']} held-out episodes"
     ]
-    count = len(memory["ages"])
-    shown = sorted({0, 1, 2, 4, 8, 16, count // 2, count - 1} & set(range(count)))
+    ages = memory["ages"]  # each age to 31, then buckets doubling in width: show every bucket
+    last = len(ages) - 1
+    shown = [
+        i for i, age in enumerate(ages) if age in (0, 1, 2, 4, 8, 16) or age >= 31 or i == last
+    ]
     labels = [
         str(memory["ages"][i])
         if memory["ages"][i] == memory["age_max"][i]
