@@ -24,5 +24,9 @@ probe() {  # NAME "PROBE FLAGS" TRAIN ARGS...
 probe tmaze100_lstm "--lags 101" "${tmaze100[@]}"
 probe tmaze100_transformer "--lags 101" "${tmaze100[@]}" policy.core=transformer policy.context=128
 probe tmaze100_tcn "--lags 101" "${tmaze100[@]}" policy.core=tcn policy.context=128
-probe cue_recall_lstm "" experiments/cue_recall_lstm.yaml
-probe repeat_previous_lstm "" experiments/repeat_previous_lstm.yaml
+# Today's defaults (lstm 128) on the harder CueRecall (2 bits through 5 noise steps) and on
+# RepeatPrevious at its default difficulty.
+probe cue_recall_delay5_lstm "" env.id=recurrl/CueRecall-v0 env.kwargs.num_bits=2 \
+  env.kwargs.delay=5 ppo.total_steps=2000000 eval.every=500000 eval.episodes=20 \
+  eval.deterministic=true
+probe repeat_previous_lstm "" env.id=recurrl/RepeatPrevious-v0 ppo.total_steps=200000
