@@ -1,11 +1,14 @@
 """The transformer and TCN cores: chunk equals stepping, slow per-row loops as the definition
 (outputs and gradients), nothing crosses an episode start, the window's reach, state rows,
-state dicts, rollout states in the update, refusals, the benchmark rows, a tiny training run with
-resume for each, and (slow) the T-maze solved when the cue is within reach and not beyond it."""
+state dicts, rollout states in the update, the transformer's acting cache (equal to the full
+step, dropped when weights or state change), refusals, the benchmark rows, a tiny training run
+with resume for each, and (slow) the T-maze solved when the cue is within reach and not beyond
+it."""
 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,6 +23,8 @@ from recurrl.algo.rollout import Collector
 from recurrl.app.bench import cells
 from recurrl.config import ConfigError, EnvConfig, PolicyConfig, PPOConfig, load_config
 from recurrl.nn import TCN, CausalTransformer
+from recurrl.nn.attention import StepCache
+from recurrl.nn.native import frozen_weights
 from recurrl.policy.actor_critic import ActorCritic
 from recurrl.policy.cores import TCNCore, TransformerCore, make_core
 from recurrl.policy.export import ExportError, export_policy
@@ -315,6 +320,142 @@ def test_rollout_states_feed_the_update(kind):
     assert len(ours) == len(reference) > 0
     for a, b in zip(ours, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@contextmanager
+def acting():
+    """As ``policy.acting()``: no autograd, weights frozen for the block."""
+    with torch.inference_mode(), frozen_weights():
+        yield
+
+
+@pytest.fixture
+def cache_lookups(monkeypatch):
+    """How many of the transformer's acting-cache lookups hit and missed."""
+    counts = {"hit": 0, "miss": 0}
+    find = StepCache.find
+
+    def counting_find(self, state, weights):
+        found = find(self, state, weights)
+        counts["miss" if found is None else "hit"] += 1
+        return found
+
+    monkeypatch.setattr(StepCache, "find", counting_find)
+    return counts
+
+
+def run_steps(core, x, episode_start, state):
+    outputs = []
+    for t in range(x.shape[0]):
+        y, state = core.step(x[t], state, episode_start[t])
+        outputs.append(y)
+    return torch.stack(outputs), state
+
+
+def assert_cache_holds_the_memory(core, state):
+    """The newest cache entry holds what the full step computes from ``state``'s memory rows,
+    zeroed slots included."""
+    with acting():
+        cache = core._step_cache()
+    with torch.no_grad():
+        layers = zip(core.blocks, state[:-1], cache.entries[0].keys_values, strict=True)
+        for block, memory, kept in layers:
+            full = block.split_heads(block.key_value(block.attention_norm(memory)))
+            torch.testing.assert_close(kept, full, **TOL)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_acting_cache_equals_the_full_step(num_layers, cache_lookups):
+    core = build("transformer", num_layers)
+    x, episode_start = inputs(steps=12)  # resets inside, one row that never resets
+    state0 = warm_state(core)
+    with torch.no_grad():
+        expected, expected_state = run_steps(core, x, episode_start, state0)  # no block: uncached
+    assert cache_lookups == {"hit": 0, "miss": 0}
+    with acting():
+        y, state = run_steps(core, x, episode_start, state0)
+        assert_cache_holds_the_memory(core, state)
+    assert cache_lookups == {"hit": 11, "miss": 1}
+    torch.testing.assert_close(y, expected, **TOL)
+    for a, b in zip(state, expected_state, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    with frozen_weights():
+        assert core._step_cache() is None  # autograd records: nothing cached
+    with torch.inference_mode():
+        assert core._step_cache() is None  # weights not declared frozen
+
+
+OTHER_STATES = {
+    "initial": lambda core, state: core.initial_state(4, dtype=F64),
+    "clone": lambda core, state: tuple(part.clone() for part in state),
+    "modified in place": lambda core, state: (state[0].add_(1.0), *state[1:]),
+}
+
+
+@pytest.mark.parametrize("other", list(OTHER_STATES))
+def test_acting_cache_serves_only_the_state_a_step_returned(other, cache_lookups):
+    core = build("transformer", 2)
+    x, episode_start = inputs()
+    episode_start[3, 1] = True  # a row whose window empties on the uncached step
+    state0 = warm_state(core)
+    with acting():
+        _, state = run_steps(core, x[:3], episode_start[:3], state0)
+        state = OTHER_STATES[other](core, state)
+        y, new_state = core.step(x[3], state, episode_start[3])
+        assert_cache_holds_the_memory(core, new_state)
+    assert cache_lookups == {"hit": 2, "miss": 2}
+    with torch.no_grad():
+        expected, _ = core.step(x[3], state, episode_start[3])
+    torch.testing.assert_close(y, expected, **TOL)
+
+
+def test_acting_cache_keeps_the_rollout_state_across_a_side_call(cache_lookups):
+    """A truncated row's bootstrap value steps from a row subset between two rollout steps."""
+    core = build("transformer", 2)
+    x, episode_start = inputs()
+    with acting():
+        _, state = run_steps(core, x[:3], episode_start[:3], warm_state(core))
+        rows = torch.tensor([2, 0])
+        side = tuple(part.index_select(1, rows) for part in state)
+        y_side, _ = core.step(x[3, rows], side, episode_start[3, rows])
+        y, _ = core.step(x[3], state, episode_start[3])
+    assert cache_lookups == {"hit": 3, "miss": 2}
+    with torch.no_grad():
+        torch.testing.assert_close(y, core.step(x[3], state, episode_start[3])[0], **TOL)
+        torch.testing.assert_close(y_side, y[rows], **TOL)
+
+
+@pytest.mark.parametrize("change", ["key_value", "attention_norm", "fused optimizer"])
+def test_acting_cache_is_dropped_when_the_weights_change(change, cache_lookups):
+    core = build("transformer", 2)
+    x, episode_start = inputs(steps=8)
+    state0 = warm_state(core)
+    changed = {"key_value": core.blocks[1].key_value.weight}
+    changed["attention_norm"] = core.blocks[0].attention_norm.bias
+    with acting():
+        _, state = run_steps(core, x[:4], episode_start[:4], state0)
+        if change in changed:  # in place inside the block: the version moves
+            changed[change].add_(0.1)
+            y, _ = run_steps(core, x[4:], episode_start[4:], state)
+    if change == "fused optimizer":  # between blocks, as PPO updates; fused Adam keeps versions
+        optimizer = torch.optim.Adam(core.parameters(), lr=0.1, fused=True)
+        core(x, state0, episode_start)[0].sum().backward()
+        optimizer.step()
+        with acting():
+            y, _ = run_steps(core, x[4:], episode_start[4:], state)
+    assert cache_lookups == {"hit": 3 + 3, "miss": 1 + 1}
+    with torch.no_grad():
+        expected, _ = run_steps(core, x[4:], episode_start[4:], state)
+    torch.testing.assert_close(y, expected, **TOL)
+
+
+def test_acting_cache_hits_in_rollouts(cache_lookups):
+    """Two rollouts of 24 steps and a bootstrap value each: every call but each rollout's first
+    reuses the previous step's keys and values (the state is passed back as returned)."""
+    policy, *_ = collect("transformer", 24, 8)
+    cores = sum(isinstance(module, CausalTransformer) for module in policy.modules())
+    assert cores >= 1
+    assert cache_lookups == {"hit": cores * 2 * 24, "miss": cores * 2}
 
 
 @pytest.mark.parametrize("kind", KINDS)
