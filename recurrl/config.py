@@ -82,8 +82,11 @@ class PolicyConfig:
     """Box actions: squash the Gaussian sample by tanh, rescaled to the bounds (not clipped)."""
     encoder: str = "auto"
     """``auto`` (a CNN for uint8 images), ``mlp``, or ``cnn`` (a CNN for every 2-d/3-d Box)."""
-    prev_action: bool = False
-    """Feed the previous action (one-hot if discrete) into the core; zero at episode starts."""
+    prev_action: bool | str = "auto"
+    """Feed the previous action (one-hot if discrete) into the core; zero at episode starts.
+    ``auto``: when the env declares that its observations need it (POPGym's
+    ``obs_requires_prev_action``: MultiarmedBandit, Battleship, Concentration, MineSweeper),
+    else not; the run records what it chose."""
     prev_reward: bool = False
     """Feed the previous reward (standardised) into the core; zero at episode starts."""
     layer_norm: bool = False
@@ -416,6 +419,10 @@ def validate(config: Config) -> None:
     for key in ("name", "env.id"):
         if not _get(config, key).strip():
             raise ConfigError(f"{key}: must not be empty")
+    if isinstance(config.policy.prev_action, str) and config.policy.prev_action != "auto":
+        raise ConfigError(
+            f"policy.prev_action: expected true, false or auto, got {config.policy.prev_action!r}"
+        )
     if config.policy.layer_norm and config.policy.core not in ("lstm", "gru", "none"):
         raise ConfigError(
             f"policy.layer_norm: only the lstm and gru cores have layer-normalised cells, not "

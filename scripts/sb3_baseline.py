@@ -44,6 +44,18 @@ def greedy_return(model, env_id: str, episodes: int, seed: int) -> float:
     return statistics.fmean(returns)
 
 
+def int_lstm_sizes(torch) -> None:
+    """Cast ``nn.LSTM``'s ``input_size`` to ``int``: sb3-contrib 2.9.2 passes the ``numpy.int64``
+    that ``sum(nvec)`` gives for a ``MultiDiscrete`` observation (POPGym's CountRecall), which
+    torch rejects at construction. The cast changes nothing else about its policy."""
+    original = torch.nn.LSTM.__init__
+
+    def init(self, input_size, *args, **kwargs):
+        original(self, int(input_size), *args, **kwargs)
+
+    torch.nn.LSTM.__init__ = init
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("env_id")
@@ -58,6 +70,7 @@ def main() -> None:
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(1)
+    int_lstm_sizes(torch)
     env_id = make(args.env_id)
     scores = []
     for seed in (int(s) for s in args.seeds.split(",")):

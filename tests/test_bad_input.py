@@ -150,6 +150,7 @@ WRONG_VALUE = {  # a value of the wrong type, per type name in `recurrl keys`
     "int": "many",
     "float": "fast",
     "bool": "maybe",
+    "bool | str": "maybe",
     "str | None": "[1, 2]",
     "float | None": "fast",
     "list[int]": "{a: 1}",

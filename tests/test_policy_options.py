@@ -14,7 +14,7 @@ import recurrl
 from recurrl.algo import ppo
 from recurrl.algo.evaluate import evaluate
 from recurrl.algo.rollout import Collector
-from recurrl.config import PolicyConfig, load_config
+from recurrl.config import ConfigError, PolicyConfig, load_config
 from recurrl.policy import ActorCritic
 from recurrl.policy.cores import LearnedInitialState, make_core
 from recurrl.policy.layernorm import LayerNormGRU, LayerNormLSTM
@@ -125,6 +125,53 @@ def test_act_with_previous_inputs_matches_the_sequence_computation():
     assert dist.logits.argmax(-1).flatten().tolist() == record["action"]
     with pytest.raises(ValueError, match="pass act\\(..., prev_action=action, prev_reward=reward"):
         policy.act(obs, state, False)
+
+
+class PayoutEnv(RandomSpaceEnv):
+    """An env that says, as POPGym's bandits and board games do, that its observation means
+    nothing without the action that led to it."""
+
+    obs_requires_prev_action = True
+
+    def __init__(self) -> None:
+        super().__init__(BOX, spaces.Discrete(3), 5, False)
+
+
+def plain_env() -> RandomSpaceEnv:
+    return RandomSpaceEnv(BOX, spaces.Discrete(3), 5, False)
+
+
+gym.register("recurrl_test/Payout-v0", entry_point=PayoutEnv)
+
+
+@pytest.mark.parametrize(
+    "env, declared",
+    [(PayoutEnv, True), (plain_env, False), ("recurrl_test/Payout-v0", True)],
+)
+def test_prev_action_auto_follows_what_the_env_declares(tmp_path, env, declared):
+    model = recurrl.PPO(
+        {"id": env, "num_envs": 2},
+        policy={"hidden_size": 8, "encoder_sizes": [8]},
+        ppo={"total_steps": 32, "rollout_len": 16, "num_minibatches": 1, "update_epochs": 1},
+        run={"dir": str(tmp_path / "run")},
+        device="cpu",
+    ).learn()
+    assert model.policy.config.prev_action is declared
+    assert (model.policy.previous is not None) is declared
+    # Recorded resolved: the run's config and its checkpoint rebuild the same policy.
+    assert load_config(tmp_path / "run" / "config.yaml").policy.prev_action is declared
+    loaded = recurrl.load_policy(tmp_path / "run" / "checkpoints" / "final.pt")
+    assert loaded.config.prev_action is declared
+    obs, _ = PayoutEnv().reset(seed=0)
+    action, state = model.predict(obs, episode_start=True)
+    action, state = model.predict(obs, state, False, prev_action=action, prev_reward=0.5)
+    assert model.policy.action_space.contains(action)
+
+
+def test_prev_action_auto_is_off_for_a_policy_built_without_an_env():
+    assert ActorCritic(BOX, spaces.Discrete(3), PolicyConfig()).previous is None
+    with pytest.raises(ConfigError, match="policy.prev_action: expected true, false or auto"):
+        load_config(None, ["policy.prev_action=sometimes"])
 
 
 # --- exact log-probs for every option combination -----------------------------------------------

@@ -293,6 +293,30 @@ def _torch_vector_env(
         raise _kwargs_error(config, env_id, error) from None
 
 
+PREV_ACTION_FLAG = "obs_requires_prev_action"
+"""The class attribute with which an env says its observation means nothing without the action
+that led to it (POPGym's convention: a hit or miss, a payout, says nothing of *which* square or
+arm was chosen, and sampled actions cannot be recalled from the policy's own state)."""
+
+
+def declares_prev_action(envs: gym.vector.VectorEnv) -> bool:
+    """Whether ``envs`` (its single env, or the class its id registers) sets
+    :data:`PREV_ACTION_FLAG`. Read without stepping or calling into worker processes."""
+    singles = getattr(envs, "envs", None)  # SyncVectorEnv
+    if singles:
+        return bool(getattr(singles[0].unwrapped, PREV_ACTION_FLAG, False))
+    if hasattr(envs.unwrapped, PREV_ACTION_FLAG):
+        return bool(getattr(envs.unwrapped, PREV_ACTION_FLAG))
+    spec = getattr(envs, "spec", None)
+    entry_point = getattr(spec, "entry_point", None)
+    try:
+        if isinstance(entry_point, str):
+            entry_point = gym.envs.registration.load_env_creator(entry_point)
+    except Exception:  # an id whose entry point cannot be imported here: nothing declared
+        return False
+    return bool(getattr(entry_point, PREV_ACTION_FLAG, False))
+
+
 AUTORESET_MODES = {"NextStep": True, "SameStep": False}
 """The vector-env autoreset modes recurrl steps through: mode -> "is NEXT_STEP"."""
 

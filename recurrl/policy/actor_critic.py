@@ -13,6 +13,7 @@ previous action and reward (see :mod:`recurrl.policy.inputs`); every method then
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -124,6 +125,8 @@ class ActorCritic(nn.Module):
     ) -> None:
         super().__init__()
         config = config or PolicyConfig()
+        if config.prev_action == "auto":  # only a run knows its env (recurrl.run.train): none here
+            config = dataclasses.replace(config, prev_action=False)
         check_observation_space(observation_space)
         check_action_space(action_space)
         self.config = config

@@ -235,13 +235,18 @@ class PPO:
         state: Any = None,
         episode_start: Any = None,
         deterministic: bool = True,
+        prev_action: Any = None,
+        prev_reward: Any = None,
     ) -> tuple[np.ndarray, Any]:
         """``(action, state)`` for one observation or a batch ``[B, ...]``, as sb3's
         ``predict``: pass ``state=None`` and ``episode_start=True`` at the first step, then
-        the returned state (``ActorCritic.act``; greedy unless ``deterministic=False``)."""
+        the returned state (``ActorCritic.act``; greedy unless ``deterministic=False``). A
+        policy that reads the previous action / reward (``policy.prev_action``, which ``auto``
+        turns on for envs that declare they need it; ``policy.prev_reward``) also takes the
+        last action sent to the env and the reward it returned."""
         if self.policy is None:
             raise CheckpointError("the model has no policy yet: call learn() or PPO.load()")
-        return self.policy.act(obs, state, episode_start, deterministic)
+        return self.policy.act(obs, state, episode_start, deterministic, prev_action, prev_reward)
 
     def save(self, path: str | Path) -> Path:
         """Write the policy with its config and spaces to ``path`` (a checkpoint that

@@ -55,6 +55,9 @@ def banner(info: RunInfo) -> list[str]:
         f"  policy: {info.core} core, {info.parameters:,} parameters; device {info.device}, "
         f"cells {info.cells}",
     ]
+    inputs = [name for name in ("prev_action", "prev_reward") if getattr(config.policy, name)]
+    if inputs:
+        lines.append(f"    also reads the {' and '.join(n.replace('_', 'ious ') for n in inputs)}")
     target = f"  steps: {info.total_steps:,}"
     if info.total_steps != config.ppo.total_steps:
         target += (

@@ -31,7 +31,7 @@ import torch
 from recurrl.algo import ppo
 from recurrl.algo.device_rollout import DeviceCollector, DeviceRewardScaler, is_device_env
 from recurrl.algo.distributed import World, auto_device, resolve_device, setup_world
-from recurrl.algo.make_env import EnvSource, make_vector_env
+from recurrl.algo.make_env import EnvSource, declares_prev_action, make_vector_env
 from recurrl.algo.optim import make_optimizer
 from recurrl.algo.returns import RewardScaler
 from recurrl.algo.rollout import Collector, Rollout
@@ -126,6 +126,8 @@ class Trainer:
         self.evaluation = PeriodicEval(config, self.world, self.device, self.eval_env)
         self.generator = seed_everything(self.world.seed(config.seed))
         self.envs = make_vector_env(config.env, env=env, device=self.device)
+        if config.policy.prev_action == "auto":  # recorded resolved in config.yaml and checkpoints
+            config.policy.prev_action = declares_prev_action(self.envs)
         try:
             self._build(quiet or not self.world.is_main, resume)
         except BaseException:
