@@ -14,7 +14,7 @@ export WANDB_MODE=${WANDB_MODE:-disabled}
 # The defaults before docs/defaults.md's sweep changed them.
 previous="env.num_envs=8,ppo.rollout_len=128,ppo.bptt_len=16,ppo.update_epochs=4"
 previous+=",ppo.learning_rate=0.0003,ppo.ent_coef=0.0,policy.hidden_size=64"
-previous+=",env.normalize_reward=false"
+previous+=",env.normalize_reward=false,policy.prev_action=false"
 variants=(--variant defaults=)
 # PREVIOUS=0 runs today's defaults only (the previous ones' numbers are in docs/defaults.md).
 [[ ${PREVIOUS:-1} == 1 ]] && variants+=(--variant "previous_defaults=$previous")
