@@ -13,6 +13,7 @@ from torch.distributions import AffineTransform, TanhTransform, TransformedDistr
 import recurrl
 from recurrl.algo import ppo
 from recurrl.algo.evaluate import evaluate
+from recurrl.algo.make_env import declares_prev_action
 from recurrl.algo.rollout import Collector
 from recurrl.config import ConfigError, PolicyConfig, load_config
 from recurrl.policy import ActorCritic
@@ -166,6 +167,14 @@ def test_prev_action_auto_follows_what_the_env_declares(tmp_path, env, declared)
     action, state = model.predict(obs, episode_start=True)
     action, state = model.predict(obs, state, False, prev_action=action, prev_reward=0.5)
     assert model.policy.action_space.contains(action)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_declaration_is_read_without_calling_into_the_envs(mode):
+    for env_id, declared in (("recurrl_test/Payout-v0", True), ("CartPole-v1", False)):
+        envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode)
+        assert declares_prev_action(envs) is declared
+        envs.close()
 
 
 def test_prev_action_auto_is_off_for_a_policy_built_without_an_env():
