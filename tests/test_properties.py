@@ -79,6 +79,7 @@ SPECIAL = {
     "policy.log_std_init": st.floats(-5.0, 5.0),
     "run.keep_checkpoints": st.integers(0, 5),
     "eval.every": st.integers(0, 10**6),
+    "policy.prev_action": st.sampled_from([True, False, "auto"]),
 }
 
 

@@ -105,7 +105,7 @@ def test_command_line_refuses_a_text_env_in_one_line_before_starting(tmp_path, c
 
 BAD_SETTINGS = [
     (["policy.encoder=rnn"], "policy.encoder: must be one of auto, mlp, cnn, got 'rnn'"),
-    (["policy.prev_action=maybe"], "policy.prev_action: expected bool"),
+    (["policy.prev_action=maybe"], "policy.prev_action: expected true, false or auto"),
     (["env.wrappers={path: a:B}"], "env.wrappers: expected a list"),
     (["env.wrappers=[envs.wrappers]"], "env.wrappers[0]: expected a mapping"),
     (["env.wrappers=[{path: envs.wrappers}]"], "env.wrappers[0].path: expected 'package."),
