@@ -55,9 +55,10 @@ def banner(info: RunInfo) -> list[str]:
         f"  policy: {info.core} core, {info.parameters:,} parameters; device {info.device}, "
         f"cells {info.cells}",
     ]
-    inputs = [name for name in ("prev_action", "prev_reward") if getattr(config.policy, name)]
+    previous = {"prev_action": "previous action", "prev_reward": "previous reward"}
+    inputs = [words for key, words in previous.items() if getattr(config.policy, key)]
     if inputs:
-        lines.append(f"    also reads the {' and '.join(n.replace('_', 'ious ') for n in inputs)}")
+        lines.append(f"    also reads the {' and '.join(inputs)}")
     target = f"  steps: {info.total_steps:,}"
     if info.total_steps != config.ppo.total_steps:
         target += (
