@@ -8,7 +8,8 @@ per variant and budget, every seed's score and mean ± std and the worst seed, a
         --variant base= --variant anneal_clip=ppo.anneal_clip=true \\
         --seeds 1,2,3,4,5 --budgets 100000,150000,200000 --workers 2 --out sweep.json
 
-A variant is ``NAME=override,override,...`` (``NAME=`` for the file as it is).
+A variant is ``NAME=override,override,...`` (``NAME=`` for the file as it is); commas inside
+brackets belong to a list value: ``wide=policy.heads=[64,64],policy.hidden_size=256``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+
+
+def split_overrides(text: str) -> list[str]:
+    """``a=1,b=[2,3]`` -> ``["a=1", "b=[2,3]"]``: split at the commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [part for part in parts if part]
 
 
 def run_one(
@@ -85,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = {}
     for text in args.variant or ["base="]:
         name, _, overrides = text.partition("=")
-        variants[name] = [o for o in overrides.split(",") if o]
+        variants[name] = split_overrides(overrides)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]
     jobs = list(itertools.product(variants, budgets, seeds))
