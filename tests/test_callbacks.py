@@ -187,4 +187,36 @@ def test_banner_prints_a_box_with_per_element_bounds_on_one_line():
     stacked = spaces.Box(np.tile([-4.8, -0.4], (4, 1)), np.tile([4.8, 0.4], (4, 1)), (4, 2))
     assert describe_space(stacked) == "Box(-4.8 to 4.8 per element, (4, 2), float32)"
     assert describe_space(spaces.Discrete(3)) == "Discrete(3)"
+    board = spaces.MultiDiscrete([3] * 52)  # printed over two lines by Gymnasium
+    assert describe_space(board) == "MultiDiscrete(3 values per element, (52,))"
+    mixed = spaces.MultiDiscrete([2, 5] * 30)
+    assert describe_space(mixed) == "MultiDiscrete(2 to 5 values per element, (60,))"
+    assert describe_space(spaces.MultiDiscrete([3, 4])) == str(spaces.MultiDiscrete([3, 4]))
     assert describe_space(spaces.Box(0, 1, (3,))) == str(spaces.Box(0, 1, (3,)))
+
+
+def test_banner_suggests_a_wider_network_for_a_wide_observation(tmp_path):
+    import numpy as np
+    from gymnasium import spaces
+
+    from recurrl.policy.encoders import ObservationEncoder
+
+    board = spaces.MultiDiscrete([3] * 52)  # POPGym Concentration: one-hot, 156 wide
+    image = spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    both = spaces.Dict({"board": board, "frame": image, "x": spaces.Box(-1, 1, (4,))})
+    assert ObservationEncoder(board, [64], "tanh", "auto").mlp_inputs() == [156]
+    assert sorted(ObservationEncoder(both, [64], "tanh", "auto").mlp_inputs()) == [4, 156]
+    assert ObservationEncoder(image, [64], "tanh", "auto").mlp_inputs() == []  # a CNN's input
+
+    text = "\n".join(banner(run_info(tmp_path, encoder_inputs=[156, 4])))
+    assert "observation has 156 features for a 64-unit encoder layer" in text
+    assert "policy.encoder_sizes=[256] policy.hidden_size=256" in text
+    for narrow in ([128], [3], []):  # at most twice the layer's width, or no MLP part
+        assert "features for a" not in "\n".join(banner(run_info(tmp_path, encoder_inputs=narrow)))
+    wide = config_from_dict({"policy": {"encoder_sizes": [256]}})
+    info = run_info(tmp_path, encoder_inputs=[156], config=wide)
+    assert "features for a" not in "\n".join(banner(info))
+    no_mlp = config_from_dict({"policy": {"encoder_sizes": []}})
+    assert "features for a" not in "\n".join(
+        banner(run_info(tmp_path, encoder_inputs=[156], config=no_mlp))
+    )

@@ -226,6 +226,14 @@ class ObservationEncoder(nn.Module):
         self.out_features = sum(p.out_features for p in self.parts.values())
         self.register_load_state_dict_pre_hook(_rename_single_part_keys)
 
+    def mlp_inputs(self) -> list[int]:
+        """Input features of each part's MLP that is not behind a CNN (flattened or one-hot)."""
+        return [
+            part.first.out_features
+            for part in self.parts.values()
+            if not isinstance(part.first, ImageEncoder)
+        ]
+
     def forward(self, leaves: list[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
         """``leaves``: the observation's parts ``[N, ...]`` in ``space_leaves`` order."""
         features = [encode(leaves[int(key)], dtype) for key, encode in self.parts.items()]

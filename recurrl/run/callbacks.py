@@ -60,6 +60,7 @@ class RunInfo:
     config: Any  # the resolved :class:`recurrl.config.Config`
     eval_env: Any = None  # what separate evaluation envs are made from (None: ``env.id``)
     notes: list[str] = field(default_factory=list)  # lines a sink adds to the start banner
+    encoder_inputs: list[int] = field(default_factory=list)  # features into each MLP encoder
 
     @classmethod
     def of(cls, trainer: Any, total_steps: int) -> RunInfo:
@@ -85,6 +86,7 @@ class RunInfo:
             steps_per_update=trainer.steps_per_update,
             config=config,
             eval_env=trainer.eval_env,
+            encoder_inputs=policy.encoder.mlp_inputs(),
         )
 
 
