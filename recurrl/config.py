@@ -58,16 +58,20 @@ class PolicyConfig:
     the last ``context`` steps of the episode), ``tcn`` (causal dilated convolutions), or
     ``none`` (memoryless baseline, same encoder/heads). ``layer_norm`` is for ``lstm`` and
     ``gru`` only; ``learned_initial_state`` not for ``transformer`` or ``tcn``."""
-    hidden_size: int = 128
-    """Features of the recurrent state."""
+    hidden_size: int | str = "auto"
+    """Features of the recurrent state. ``auto``: 128, or 256 when an observation part that an
+    MLP encodes has more than 128 features (a one-hot board: docs/defaults.md, round 7); the run
+    records the number."""
     num_layers: int = 1
     """Stacked recurrent layers (transformer: blocks; tcn: repeats of the dilation cycle)."""
     context: int = 32
     """Steps of memory of the ``transformer`` and ``tcn`` cores (>= 1; the others ignore it):
     the transformer attends to at most this many earlier steps of the episode per layer; the
     tcn's dilations ``1, 2, ..., 2^(n-1)`` reach at least this far (``2^n - 1 >= context``)."""
-    encoder_sizes: list[int] = field(default_factory=lambda: [64])
-    """Hidden layer sizes of the observation MLP encoder (``[]`` feeds observations directly)."""
+    encoder_sizes: list[int] | str = "auto"
+    """Hidden layer sizes of the observation MLP encoder (``[]`` feeds observations directly).
+    ``auto``: ``[64]``, or ``[256]`` when an observation part that an MLP encodes has more than
+    128 features; the run records the list."""
     head_sizes: list[int] = field(default_factory=list)
     """Hidden layer sizes of the MLPs between the core and the action / value heads."""
     forget_bias: float | None = 1.0
@@ -390,7 +394,13 @@ def validate(config: Config) -> None:
             raise ConfigError(
                 f"{key}: must be one of {', '.join(choices)}, got {_get(config, key)!r}"
             )
+    for key in ("policy.hidden_size", "policy.encoder_sizes"):
+        if isinstance(_get(config, key), str) and _get(config, key) != "auto":
+            kind = "a positive int" if key == "policy.hidden_size" else "a list of ints"
+            raise ConfigError(f"{key}: expected {kind} or auto, got {_get(config, key)!r}")
     for key in _POSITIVE:
+        if _get(config, key) == "auto":
+            continue
         if _get(config, key) <= 0:
             raise ConfigError(f"{key}: must be > 0, got {_get(config, key)!r}")
     ppo = config.ppo

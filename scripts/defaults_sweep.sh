@@ -14,7 +14,7 @@ export WANDB_MODE=${WANDB_MODE:-disabled}
 # The defaults before docs/defaults.md's sweep changed them.
 previous="env.num_envs=8,ppo.rollout_len=128,ppo.bptt_len=16,ppo.update_epochs=4"
 previous+=",ppo.learning_rate=0.0003,ppo.ent_coef=0.0,policy.hidden_size=64"
-previous+=",env.normalize_reward=false,policy.prev_action=false"
+previous+=",env.normalize_reward=false,policy.prev_action=false,policy.encoder_sizes=[64]"
 variants=()
 # TODAY=0 skips today's defaults; PREVIOUS=0 the previous ones (their numbers are in
 # docs/defaults.md); CANDIDATE="NAME=key=value,key=value" adds a candidate default, e.g.

@@ -151,6 +151,8 @@ WRONG_VALUE = {  # a value of the wrong type, per type name in `recurrl keys`
     "float": "fast",
     "bool": "maybe",
     "bool | str": "maybe",
+    "int | str": "many",
+    "list[int] | str": "{a: 1}",
     "str | None": "[1, 2]",
     "float | None": "fast",
     "list[int]": "{a: 1}",

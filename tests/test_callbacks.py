@@ -208,14 +208,17 @@ def test_banner_suggests_a_wider_network_for_a_wide_observation(tmp_path):
     assert sorted(ObservationEncoder(both, [64], "tanh", "auto").mlp_inputs()) == [4, 156]
     assert ObservationEncoder(image, [64], "tanh", "auto").mlp_inputs() == []  # a CNN's input
 
-    text = "\n".join(banner(run_info(tmp_path, encoder_inputs=[156, 4])))
+    by_hand = config_from_dict({"policy": {"encoder_sizes": [64]}})  # auto widens by itself
+    text = "\n".join(banner(run_info(tmp_path, encoder_inputs=[156, 4], config=by_hand)))
     assert "observation has 156 features for a 64-unit encoder layer" in text
     assert "policy.encoder_sizes=[256] policy.hidden_size=256" in text
     for narrow in ([128], [3], []):  # at most twice the layer's width, or no MLP part
-        assert "features for a" not in "\n".join(banner(run_info(tmp_path, encoder_inputs=narrow)))
-    wide = config_from_dict({"policy": {"encoder_sizes": [256]}})
-    info = run_info(tmp_path, encoder_inputs=[156], config=wide)
-    assert "features for a" not in "\n".join(banner(info))
+        info = run_info(tmp_path, encoder_inputs=narrow, config=by_hand)
+        assert "features for a" not in "\n".join(banner(info))
+    for sizes in ([256], "auto"):
+        wide = config_from_dict({"policy": {"encoder_sizes": sizes}})
+        info = run_info(tmp_path, encoder_inputs=[156], config=wide)
+        assert "features for a" not in "\n".join(banner(info))
     no_mlp = config_from_dict({"policy": {"encoder_sizes": []}})
     assert "features for a" not in "\n".join(
         banner(run_info(tmp_path, encoder_inputs=[156], config=no_mlp))

@@ -183,6 +183,60 @@ def test_prev_action_auto_is_off_for_a_policy_built_without_an_env():
         load_config(None, ["policy.prev_action=sometimes"])
 
 
+# --- network width: auto ------------------------------------------------------------------------
+
+BOARD = spaces.MultiDiscrete([3] * 52)  # POPGym Concentration's observation: one-hot, 156 wide
+
+
+@pytest.mark.parametrize(
+    "observation, encoder, hidden",
+    [
+        (BOX, [64], 128),
+        (BOARD, [256], 256),
+        (spaces.Box(-1, 1, (128,)), [64], 128),  # wide means more than 128 features
+        (spaces.Box(-1, 1, (129,)), [256], 256),
+        (spaces.Dict({"board": BOARD, "x": BOX}), [256], 256),  # the widest part decides
+        (spaces.Box(0, 255, (40, 40, 3), np.uint8), [64], 128),  # an image goes to a CNN
+    ],
+    ids=["small", "board", "128", "129", "dict", "image"],
+)
+def test_auto_width_follows_the_widest_mlp_input(observation, encoder, hidden):
+    policy = ActorCritic(observation, spaces.Discrete(3), PolicyConfig())
+    assert (policy.config.encoder_sizes, policy.config.hidden_size) == (encoder, hidden)
+    assert policy.actor_core.out_features == hidden
+    assert policy.encoder.out_features == encoder[0] * len(policy.encoder.parts)
+    # A number set by hand is kept; auto fills in only what is left to it.
+    by_hand = ActorCritic(observation, spaces.Discrete(3), PolicyConfig(hidden_size=32))
+    assert (by_hand.config.encoder_sizes, by_hand.config.hidden_size) == (encoder, 32)
+    narrow = ActorCritic(observation, spaces.Discrete(3), PolicyConfig(encoder_sizes=[]))
+    assert (narrow.config.encoder_sizes, narrow.config.hidden_size) == ([], hidden)
+
+
+class BoardEnv(RandomSpaceEnv):
+    def __init__(self) -> None:
+        super().__init__(BOARD, spaces.Discrete(52), 5, False)
+
+
+def test_auto_width_is_recorded_as_numbers(tmp_path):
+    model = recurrl.PPO(
+        {"id": BoardEnv, "num_envs": 2},
+        ppo={"total_steps": 32, "rollout_len": 16, "num_minibatches": 1, "update_epochs": 1},
+        run={"dir": str(tmp_path / "run")},
+        device="cpu",
+    ).learn()
+    assert (model.policy.config.encoder_sizes, model.policy.config.hidden_size) == ([256], 256)
+    saved = load_config(tmp_path / "run" / "config.yaml").policy
+    assert (saved.encoder_sizes, saved.hidden_size) == ([256], 256)
+    loaded = recurrl.load_policy(tmp_path / "run" / "checkpoints" / "final.pt")
+    assert (loaded.config.encoder_sizes, loaded.config.hidden_size) == ([256], 256)
+    for override, message in (
+        ("policy.hidden_size=wide", "policy.hidden_size: expected a positive int or auto"),
+        ("policy.encoder_sizes=wide", "policy.encoder_sizes: expected a list of ints or auto"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [override])
+
+
 # --- exact log-probs for every option combination -----------------------------------------------
 
 OPTIONS = [
@@ -318,7 +372,7 @@ def test_layer_norm_option_swaps_the_cells():
     gru = ActorCritic(BOX, spaces.Discrete(2), PolicyConfig(core="gru", layer_norm=True))
     assert isinstance(lstm.actor_core.rnn, LayerNormLSTM)
     assert isinstance(gru.critic_core.rnn, LayerNormGRU)
-    assert [s.shape for s in lstm.initial_state(5)] == [(2, 5, PolicyConfig().hidden_size)] * 4
+    assert [s.shape for s in lstm.initial_state(5)] == [(2, 5, lstm.config.hidden_size)] * 4
 
 
 # --- normalisation statistics across save / load -------------------------------------------------

@@ -80,6 +80,8 @@ SPECIAL = {
     "run.keep_checkpoints": st.integers(0, 5),
     "eval.every": st.integers(0, 10**6),
     "policy.prev_action": st.sampled_from([True, False, "auto"]),
+    "policy.hidden_size": SMALL | st.just("auto"),
+    "policy.encoder_sizes": st.lists(SMALL, max_size=3) | st.just("auto"),
 }
 
 

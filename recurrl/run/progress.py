@@ -76,16 +76,16 @@ def banner(info: RunInfo) -> list[str]:
     return lines + [f"  {note}" for note in info.notes]
 
 
-def wide_input_hint(inputs: list[int], encoder_sizes: list[int]) -> list[str]:
+def wide_input_hint(inputs: list[int], encoder_sizes: list[int] | str) -> list[str]:
     """A banner line when an observation is over twice as wide as the encoder's first layer.
 
-    Measured (docs/defaults.md, round 7): POPGym's Concentration, a 156-wide one-hot board, scores
-    -0.38 / -0.51 with a 256-wide encoder and core against -0.75 / -0.70 with the default 64 / 128,
-    while the T-maze's 3-wide observation fails with the wide encoder. So it is a hint, not a
-    default.
+    ``policy.encoder_sizes: auto`` already widens for such observations (``resolve_sizes`` in
+    :mod:`recurrl.policy.actor_critic`); this is for a narrow encoder set by hand. Measured
+    (docs/defaults.md, round 7): POPGym's Concentration, a 156-wide one-hot board, scores -0.38 /
+    -0.51 with a 256-wide encoder and core against -0.75 / -0.70 with 64 / 128.
     """
     widest = max(inputs, default=0)
-    if not encoder_sizes or widest <= 2 * encoder_sizes[0]:
+    if isinstance(encoder_sizes, str) or not encoder_sizes or widest <= 2 * encoder_sizes[0]:
         return []
     return [
         f"    observation has {widest} features for a {encoder_sizes[0]}-unit encoder layer; "

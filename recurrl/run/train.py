@@ -45,6 +45,7 @@ from recurrl.errors import (
     TrainingError,
 )
 from recurrl.policy import ActorCritic
+from recurrl.policy.actor_critic import resolve_sizes
 from recurrl.run.callbacks import Callback, CallbackList, RunInfo, TrainResult
 from recurrl.run.checkpoints import RunCheckpoints
 from recurrl.run.failures import (
@@ -129,6 +130,9 @@ class Trainer:
         if config.policy.prev_action == "auto":  # recorded resolved in config.yaml and checkpoints
             config.policy.prev_action = declares_prev_action(self.envs)
         try:
+            sizes = resolve_sizes(config.policy, self.envs.single_observation_space)  # likewise
+            config.policy.encoder_sizes = sizes.encoder_sizes
+            config.policy.hidden_size = sizes.hidden_size
             self._build(quiet or not self.world.is_main, resume)
         except BaseException:
             if self.owns_envs:
