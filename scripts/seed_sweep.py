@@ -9,7 +9,7 @@ per variant and budget, every seed's score and mean ± std and the worst seed, a
         --seeds 1,2,3,4,5 --budgets 100000,150000,200000 --workers 2 --out sweep.json
 
 A variant is ``NAME=override,override,...`` (``NAME=`` for the file as it is); commas inside
-brackets belong to a list value: ``wide=policy.heads=[64,64],policy.hidden_size=256``.
+brackets belong to a list value: ``wide=policy.head_sizes=[64,64],policy.hidden_size=256``.
 """
 
 from __future__ import annotations

@@ -199,14 +199,14 @@ def test_banner_suggests_a_wider_network_for_a_wide_observation(tmp_path):
     import numpy as np
     from gymnasium import spaces
 
-    from recurrl.policy.encoders import ObservationEncoder
+    from recurrl.policy.encoders import mlp_input_widths
 
     board = spaces.MultiDiscrete([3] * 52)  # POPGym Concentration: one-hot, 156 wide
     image = spaces.Box(0, 255, (16, 16, 3), np.uint8)
     both = spaces.Dict({"board": board, "frame": image, "x": spaces.Box(-1, 1, (4,))})
-    assert ObservationEncoder(board, [64], "tanh", "auto").mlp_inputs() == [156]
-    assert sorted(ObservationEncoder(both, [64], "tanh", "auto").mlp_inputs()) == [4, 156]
-    assert ObservationEncoder(image, [64], "tanh", "auto").mlp_inputs() == []  # a CNN's input
+    assert mlp_input_widths(board) == [156]
+    assert sorted(mlp_input_widths(both)) == [4, 156]
+    assert mlp_input_widths(image) == []  # a CNN's input
 
     by_hand = config_from_dict({"policy": {"encoder_sizes": [64]}})  # auto widens by itself
     text = "\n".join(banner(run_info(tmp_path, encoder_inputs=[156, 4], config=by_hand)))

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from recurrl.config import PolicyConfig
 from recurrl.nn.native import frozen_weights
 from recurrl.policy.cores import State, make_core
-from recurrl.policy.encoders import ObservationEncoder, layer_init, mlp
+from recurrl.policy.encoders import ObservationEncoder, layer_init, mlp, mlp_input_widths
 from recurrl.policy.heads import make_head
 from recurrl.policy.inputs import PreviousInputs, null_action
 from recurrl.policy.normalize import RunningNormalizer, TreeNormalizer
@@ -117,8 +117,8 @@ def resolve_sizes(config: PolicyConfig, observation_space: spaces.Space) -> Poli
     if config.encoder_sizes != "auto" and config.hidden_size != "auto":
         return config
     check_observation_space(observation_space)
-    probe = ObservationEncoder(observation_space, [], config.activation, config.encoder)
-    wide = max(probe.mlp_inputs(), default=0) > WIDE_OBSERVATION
+    widths = mlp_input_widths(observation_space, config.encoder)
+    wide = max(widths, default=0) > WIDE_OBSERVATION
     changes: dict[str, Any] = {}
     if config.encoder_sizes == "auto":
         changes["encoder_sizes"] = [256] if wide else [64]

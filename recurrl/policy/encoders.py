@@ -181,6 +181,17 @@ def _cnn_layout(space: spaces.Space, encoder: str) -> str | None:
 # --- assembly ------------------------------------------------------------------------------------
 
 
+def mlp_input_widths(space: spaces.Space, encoder: str = "auto") -> list[int]:
+    """The features each observation part that is not fed to a CNN brings to its MLP (flattened
+    or one-hot), as :class:`ObservationEncoder` would build it, without building anything (no
+    parameters, so no draw from torch's random stream)."""
+    return [
+        preprocessor(part).out_features
+        for path, part in space_leaves(space)
+        if path != (ACTION_MASK_KEY,) and _cnn_layout(part, encoder) is None
+    ]
+
+
 class PartEncoder(nn.Module):
     """One observation part: preprocessing (or CNN) then the MLP."""
 
@@ -225,14 +236,6 @@ class ObservationEncoder(nn.Module):
         self.parts = nn.ModuleDict(parts)
         self.out_features = sum(p.out_features for p in self.parts.values())
         self.register_load_state_dict_pre_hook(_rename_single_part_keys)
-
-    def mlp_inputs(self) -> list[int]:
-        """Input features of each part's MLP that is not behind a CNN (flattened or one-hot)."""
-        return [
-            part.first.out_features
-            for part in self.parts.values()
-            if not isinstance(part.first, ImageEncoder)
-        ]
 
     def forward(self, leaves: list[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
         """``leaves``: the observation's parts ``[N, ...]`` in ``space_leaves`` order."""

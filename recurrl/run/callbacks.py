@@ -65,6 +65,7 @@ class RunInfo:
     @classmethod
     def of(cls, trainer: Any, total_steps: int) -> RunInfo:
         """The info of a :class:`~recurrl.run.train.Trainer` about to run to ``total_steps``."""
+        from recurrl.policy.encoders import mlp_input_widths
         from recurrl.run.progress import describe_cells
 
         policy, config, envs = trainer.policy, trainer.config, trainer.envs
@@ -86,7 +87,7 @@ class RunInfo:
             steps_per_update=trainer.steps_per_update,
             config=config,
             eval_env=trainer.eval_env,
-            encoder_inputs=policy.encoder.mlp_inputs(),
+            encoder_inputs=mlp_input_widths(envs.single_observation_space, config.policy.encoder),
         )
 
 
